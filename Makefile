@@ -1,0 +1,35 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test bench lint typecheck diagram clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/headrace replay --data data/demo/bittrex --run-id demo
+	$(VENV)/bin/headrace positions --run-id demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	@for f in benchmarks/bench_*.py; do echo "# $$f"; $(PY) $$f || exit 1; done
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check headrace operators flows sources sinks tests benchmarks
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy headrace operators
+
+diagram: $(STAMP)
+	$(VENV)/bin/headrace diagram --write docs/flow.mmd
+
+clean:
+	rm -rf state .pytest_cache

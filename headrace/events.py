@@ -1,0 +1,381 @@
+"""Typed, immutable event records: the one schema every package shares.
+
+Conventions (see docs/architecture.md):
+
+- time is integer UTC epoch nanoseconds (`ts_*` fields); ccxt milliseconds are converted at the edges;
+- instruments are ``venue:symbol`` with ccxt unified symbols (``binance:BTC/USDT``);
+- every written event has a deterministic `event_id`, a pure function of its inputs and never of the
+  run id, so the same decision in two runs has the same id and a resumed run that writes a row again
+  does not create a duplicate (ClickHouse dedupes on ``(run_id, event_id)``);
+- tick-level data travels in columnar chunks (`TradeChunk`, `QuoteChunk`, `BarChunk`) of numpy arrays,
+  one instrument each, because per-tick Python objects cost more than the whole budget per tick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+Side = Literal["buy", "sell"]
+TargetStatus = Literal["ok", "fallback_previous"]
+
+NS_PER_S = 1_000_000_000
+NS_PER_MS = 1_000_000
+NS_PER_YEAR = 365 * 24 * 3600 * NS_PER_S
+
+I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
+I8 = npt.NDArray[np.int8]
+F64 = npt.NDArray[np.float64]
+
+SIDE_BUY, SIDE_SELL, SIDE_UNKNOWN = 1, -1, 0
+
+
+def stable_id(*parts: object) -> str:
+    """Return a deterministic 128-bit hex id for `parts` (never uuid4, never a counter).
+
+    Examples
+    --------
+    >>> stable_id("trade", "binance:BTC/USDT", 42) == stable_id("trade", "binance:BTC/USDT", 42)
+    True
+    >>> len(stable_id("x"))
+    32
+    """
+    return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=16).hexdigest()
+
+
+def split_instrument(instrument: str) -> tuple[str, str, str, str]:
+    """Split ``venue:BASE/QUOTE[:SETTLE]`` into venue, symbol, base and quote.
+
+    Examples
+    --------
+    >>> split_instrument("binance:BTC/USDT")
+    ('binance', 'BTC/USDT', 'BTC', 'USDT')
+    >>> split_instrument("binance:XRP/USDT:USDT")
+    ('binance', 'XRP/USDT:USDT', 'XRP', 'USDT')
+    """
+    venue, _, symbol = instrument.partition(":")
+    base, _, rest = symbol.partition("/")
+    quote = rest.partition(":")[0]
+    if not venue or not base or not quote:
+        raise ValueError(f"instrument must look like 'venue:BASE/QUOTE', was {instrument!r}")
+    return venue, symbol, base, quote
+
+
+# ---------------------------------------------------------------------------------------------------
+# Columnar market data: one instrument, one kind, rows in arrival order.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Provenance:
+    """Where rows came from: `files[file_index[i]]`, data row `row[i]` (0-based, header excluded)."""
+
+    files: tuple[str, ...]
+    file_index: I32
+    row: I64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TradeChunk:
+    """Trades of one instrument: prices in quote currency, amounts in base units, side +1/-1/0."""
+
+    instrument: str
+    ts_event: I64
+    ts_recv: I64
+    price: F64
+    amount: F64
+    side: I8
+    trade_id: npt.NDArray[np.str_] | None  # None when the venue gives no ids
+    origin: Provenance
+
+    def __len__(self) -> int:
+        return len(self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuoteChunk:
+    """Top-of-book updates of one instrument: best bid/ask prices and sizes."""
+
+    instrument: str
+    ts_event: I64
+    ts_recv: I64
+    bid: F64
+    ask: F64
+    bid_size: F64
+    ask_size: F64
+    origin: Provenance
+
+    def __len__(self) -> int:
+        return len(self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BarChunk:
+    """Recorded OHLCV bars of one instrument; `ts_event` is the bar's close time, `ts_open` its open."""
+
+    instrument: str
+    ts_open: I64
+    ts_event: I64
+    ts_recv: I64
+    open: F64
+    high: F64
+    low: F64
+    close: F64
+    volume: F64
+    origin: Provenance
+
+    def __len__(self) -> int:
+        return len(self.ts_event)
+
+
+MarketChunk = TradeChunk | QuoteChunk | BarChunk
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Quarantined:
+    """A market record that was rejected, with the reason and the record as it was read.
+
+    `instrument` is empty and `ts_event` 0 when the record was too broken to tell.
+    """
+
+    instrument: str
+    ts_event: int
+    ts_recv: int
+    source: str  # file path, or the feed name for live data
+    row: int  # 0-based data row in `source`; -1 when not from a file
+    reason: str
+    raw: str  # the record as read, as JSON
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("quarantine", self.source, self.row, self.instrument, self.ts_event, self.reason)
+
+    @staticmethod
+    def raw_json(values: dict[str, object]) -> str:
+        """Render raw values as JSON; non-finite floats become strings so the text stays valid JSON."""
+
+        def clean(v: object) -> object:
+            if isinstance(v, float) and not math.isfinite(v):
+                return repr(v)
+            if isinstance(v, np.generic):
+                return clean(v.item())
+            return v
+
+        return json.dumps({k: clean(v) for k, v in values.items()}, sort_keys=True, default=str)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarketSlice:
+    """What the replay source emits for one instrument and one slice of the merged stream.
+
+    `watermark` promises that every record of the whole stream with event time <= watermark has been
+    emitted by now (for every instrument), so downstream steps can close bars and align instruments
+    without a wall clock. Chunks may be empty; `rejected` holds records that failed parsing.
+    """
+
+    instrument: str
+    watermark: int
+    trades: TradeChunk | None = None
+    quotes: QuoteChunk | None = None
+    bars: BarChunk | None = None
+    rejected: tuple[Quarantined, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bars and what is derived from them: plain objects, one per bar.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bar:
+    """One closed OHLCV bar; `ts_event` is the close time (when the bar is known), `ts_open` the open.
+
+    `bid`/`ask` are the last quote inside the bar when quotes were seen, else None.
+    """
+
+    instrument: str
+    ts_open: int
+    ts_event: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trades: int  # number of trades in the bar; -1 when the recorded bar does not say
+    bid: float | None = None
+    ask: float | None = None
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("bar", self.instrument, self.ts_open, self.ts_event)
+
+    @property
+    def timeframe_ns(self) -> int:
+        return self.ts_event - self.ts_open
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BarBatch:
+    """Closed bars of one instrument, in time order, and the instrument's watermark after them."""
+
+    instrument: str
+    watermark: int
+    bars: tuple[Bar, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Features:
+    """Per-bar features of one instrument (log return, EWMA volatility per bar, lookback momentum)."""
+
+    instrument: str
+    ts_event: int
+    close: float
+    log_return: float | None  # ln(close / previous close); None on the first bar
+    volatility: float | None  # EWMA std of log returns per bar; None until two returns
+    momentum: float | None  # ln(close / close `lookback` bars ago); None until available
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("features", self.instrument, self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeatureBatch:
+    """Bars of one instrument with their features, and the instrument's watermark after them."""
+
+    instrument: str
+    watermark: int
+    bars: tuple[Bar, ...]
+    features: tuple[Features, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Signal:
+    """A strategy's score for one instrument at one bar time; positive means long."""
+
+    instrument: str
+    ts_event: int
+    strategy: str
+    score: float
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("signal", self.strategy, self.instrument, self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """A target portfolio weight for one instrument (fraction of account equity, signed)."""
+
+    instrument: str
+    ts_event: int
+    weight: float
+    status: TargetStatus
+    volatility: float | None  # per-bar volatility the sizing used
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("target", self.instrument, self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CrossSection:
+    """Everything the account needs at one bar time: every bar closed at `ts_event`, and the decisions."""
+
+    ts_event: int
+    bars: tuple[Bar, ...]  # sorted by instrument
+    signals: tuple[Signal, ...] = ()
+    targets: tuple[Target, ...] = ()  # empty when this bar time is not a rebalance
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Order:
+    """A market order decided at `ts_event`; `amount` in base units, > 0."""
+
+    order_id: str
+    account: str
+    instrument: str
+    ts_event: int
+    side: Side
+    amount: float
+    reason: str
+    target_weight: float
+
+    @property
+    def event_id(self) -> str:
+        return self.order_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fill:
+    """An execution of an order; fee in the instrument's quote currency."""
+
+    fill_id: str
+    order_id: str
+    account: str
+    instrument: str
+    ts_event: int
+    side: Side
+    price: float
+    amount: float
+    fee: float
+    fee_currency: str
+    liquidity: Literal["taker", "maker"]
+    slippage_bps: float
+
+    @property
+    def event_id(self) -> str:
+        return self.fill_id
+
+    @property
+    def notional(self) -> float:
+        return self.price * self.amount
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Position:
+    """One instrument's position in an account at `ts_event`, marked to the last close.
+
+    Money fields are in the instrument's quote currency except `value_account`, in the account's currency.
+    """
+
+    account: str
+    instrument: str
+    ts_event: int
+    amount: float  # base units, signed
+    avg_price: float
+    mark: float
+    unrealized_pnl: float
+    realized_pnl: float
+    fees: float
+    value_account: float
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("position", self.account, self.instrument, self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Equity:
+    """An account's equity at one bar time, in the account currency."""
+
+    account: str
+    ts_event: int
+    equity: float
+    cash: float
+    gross_exposure: float
+    net_exposure: float
+    fees: float  # cumulative
+    currency: str = field(default="")
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("equity", self.account, self.ts_event)
+
+
+WrittenEvent = Bar | Features | Signal | Target | Order | Fill | Position | Equity | Quarantined
