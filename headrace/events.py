@@ -371,6 +371,7 @@ class Equity:
     gross_exposure: float
     net_exposure: float
     fees: float  # cumulative
+    traded: float  # cumulative notional traded, account currency
     currency: str = field(default="")
 
     @property

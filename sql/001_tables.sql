@@ -153,6 +153,7 @@ CREATE TABLE IF NOT EXISTS equity
     gross_exposure  Float64,
     net_exposure    Float64,
     fees            Float64,                      -- cumulative, account currency
+    traded          Float64,                      -- cumulative notional traded, account currency
     currency        LowCardinality(String)
 )
 ENGINE = ReplacingMergeTree

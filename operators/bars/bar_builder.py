@@ -1,0 +1,171 @@
+"""Event-time bars of one instrument: built from trades and quotes, or recorded bars passed through.
+
+Bars are cut on event time, never on the wall clock: the bar ``[start, start + timeframe)`` closes
+when the source's watermark says every record before ``start + timeframe`` has arrived. Trades make
+OHLCV; a bar with quotes but no trades takes its OHLC from mid prices (volume 0); a bar with neither
+is not emitted. Each bar carries the last best bid/ask known at its close, when quotes were seen.
+All tick work is numpy on whole chunks; Python runs once per bar, not per tick.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from headrace.errors import ConfigError, InvariantError
+from headrace.events import Bar, BarBatch, BarChunk, F64, I64, MarketSlice, QuoteChunk, TradeChunk
+from operators.base import check_version
+
+
+@dataclass(frozen=True, slots=True)
+class Agg:
+    """Open-high-low-close, summed volume and count of one bar bucket so far."""
+
+    start: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    count: int
+    bid: float | None = None  # last quote in the bucket (quote aggregates only)
+    ask: float | None = None
+
+    def merge(self, later: Agg) -> Agg:
+        return Agg(self.start, self.open, max(self.high, later.high), min(self.low, later.low), later.close,
+                   self.volume + later.volume, self.count + later.count, later.bid, later.ask)
+
+
+@dataclass(frozen=True, slots=True)
+class BarBuilderSnap:
+    version: int
+    instrument: str
+    trades: tuple[Agg, ...]
+    quotes: tuple[Agg, ...]
+    last_bid: float | None
+    last_ask: float | None
+    last_recorded: int
+
+
+def aggregate(ts: I64, price: F64, size: F64, timeframe_ns: int) -> list[Agg]:
+    """Group time-ordered values into bar buckets of `timeframe_ns` and return one `Agg` per bucket.
+
+    The batch equivalent is a polars ``group_by_dynamic`` (or ``group_by(ts // tf)``) with first, max,
+    min, last, sum and count.
+
+    Examples
+    --------
+    >>> a = aggregate(np.array([0, 1, 7]), np.array([2.0, 3.0, 1.0]), np.array([1.0, 1.0, 2.0]), 5)
+    >>> [(g.start, g.open, g.high, g.low, g.close, g.volume, g.count) for g in a]
+    [(0, 2.0, 3.0, 2.0, 3.0, 2.0, 2), (5, 1.0, 1.0, 1.0, 1.0, 2.0, 1)]
+    """
+    if len(ts) == 0:
+        return []
+    bucket = ts - ts % timeframe_ns
+    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    ends = np.r_[starts[1:], len(ts)] - 1
+    highs = np.maximum.reduceat(price, starts)
+    lows = np.minimum.reduceat(price, starts)
+    vols = np.add.reduceat(size, starts)
+    counts = np.diff(np.r_[starts, len(ts)])
+    return [
+        Agg(int(b), float(o), float(h), float(lo), float(c), float(v), int(n))
+        for b, o, h, lo, c, v, n in zip(bucket[starts].tolist(), price[starts].tolist(), highs.tolist(),
+                                        lows.tolist(), price[ends].tolist(), vols.tolist(), counts.tolist())
+    ]
+
+
+class BarBuilder:
+    """Bars of one instrument from its validated market slices (`update(MarketSlice) -> [BarBatch]`).
+
+    Parameters
+    ----------
+    instrument
+        The key this core serves.
+    timeframe_ns
+        Length of bars built from ticks, in ns; recorded bars keep their own length.
+    """
+
+    def __init__(self, instrument: str, timeframe_ns: int) -> None:
+        if timeframe_ns <= 0:
+            raise ConfigError("replay.timeframe", f"must be > 0 ns, was {timeframe_ns!r}")
+        self.instrument = instrument
+        self.timeframe_ns = timeframe_ns
+        self._trades: dict[int, Agg] = {}  # open buckets, by start
+        self._quotes: dict[int, Agg] = {}
+        self._last_bid: float | None = None
+        self._last_ask: float | None = None
+        self._last_recorded = np.iinfo(np.int64).min
+
+    def update(self, item: MarketSlice) -> list[BarBatch]:
+        bars: list[Bar] = []
+        if item.bars is not None and len(item.bars):
+            bars += self._recorded(item.bars)
+        if item.trades is not None and len(item.trades):
+            self._fold_trades(item.trades)
+        if item.quotes is not None and len(item.quotes):
+            self._fold_quotes(item.quotes)
+        bars += self._close(item.watermark)
+        return [BarBatch(instrument=self.instrument, watermark=item.watermark, bars=tuple(bars))]
+
+    def flush(self) -> list[BarBatch]:
+        """Close the bars still open at the end of input (the last bar of a replay is partial)."""
+        bars = self._close(np.iinfo(np.int64).max)
+        return [BarBatch(instrument=self.instrument, watermark=np.iinfo(np.int64).max, bars=tuple(bars))]
+
+    def _recorded(self, c: BarChunk) -> list[Bar]:
+        if int(c.ts_event[0]) <= self._last_recorded:
+            raise InvariantError(f"recorded bars of {self.instrument} not after {self._last_recorded}: "
+                                 f"{int(c.ts_event[0])}")
+        self._last_recorded = int(c.ts_event[-1])
+        inst = self.instrument
+        return [
+            Bar(instrument=inst, ts_open=to, ts_event=te, open=o, high=h, low=lo, close=cl, volume=v, trades=-1)
+            for to, te, o, h, lo, cl, v in zip(c.ts_open.tolist(), c.ts_event.tolist(), c.open.tolist(),
+                                               c.high.tolist(), c.low.tolist(), c.close.tolist(), c.volume.tolist())
+        ]
+
+    def _fold_trades(self, t: TradeChunk) -> None:
+        for g in aggregate(t.ts_event, t.price, t.amount, self.timeframe_ns):
+            prev = self._trades.get(g.start)
+            self._trades[g.start] = prev.merge(g) if prev else g
+
+    def _fold_quotes(self, q: QuoteChunk) -> None:
+        mid = (q.bid + q.ask) * 0.5
+        groups = aggregate(q.ts_event, mid, np.zeros_like(mid), self.timeframe_ns)
+        ends = np.cumsum([g.count for g in groups]) - 1
+        for g, e in zip(groups, ends.tolist()):
+            g = replace(g, bid=float(q.bid[e]), ask=float(q.ask[e]))
+            prev = self._quotes.get(g.start)
+            self._quotes[g.start] = prev.merge(g) if prev else g
+
+    def _close(self, watermark: int) -> list[Bar]:
+        # a bucket is complete when every record before its end has arrived: end - 1 <= watermark
+        tf = self.timeframe_ns
+        done = sorted(s for s in {*self._trades, *self._quotes} if s + tf - 1 <= watermark)
+        out: list[Bar] = []
+        for s in done:
+            t, q = self._trades.pop(s, None), self._quotes.pop(s, None)
+            if q is not None:
+                self._last_bid, self._last_ask = q.bid, q.ask
+            src = t if t is not None else q
+            assert src is not None
+            out.append(Bar(instrument=self.instrument, ts_open=s, ts_event=s + tf, open=src.open, high=src.high,
+                           low=src.low, close=src.close, volume=t.volume if t else 0.0, trades=t.count if t else 0,
+                           bid=self._last_bid, ask=self._last_ask))
+        return out
+
+    def snapshot(self) -> BarBuilderSnap:
+        return BarBuilderSnap(version=1, instrument=self.instrument, trades=tuple(self._trades[k] for k in sorted(self._trades)),
+                              quotes=tuple(self._quotes[k] for k in sorted(self._quotes)),
+                              last_bid=self._last_bid, last_ask=self._last_ask, last_recorded=self._last_recorded)
+
+    @classmethod
+    def restore(cls, timeframe_ns: int, snap: BarBuilderSnap) -> BarBuilder:
+        check_version(snap, expected=1)
+        core = cls(snap.instrument, timeframe_ns)
+        core._trades = {a.start: a for a in snap.trades}
+        core._quotes = {a.start: a for a in snap.quotes}
+        core._last_bid, core._last_ask, core._last_recorded = snap.last_bid, snap.last_ask, snap.last_recorded
+        return core

@@ -1,0 +1,140 @@
+"""The cross-sectional step: aligns every instrument's bars on bar time, then decides targets.
+
+Bars of different instruments reach this single-key step in whatever order workers deliver them.
+To stay deterministic it buffers them by bar close time and processes a time only when every
+instrument's watermark has passed it (each instrument promises, with its watermark, that no bar at
+or before it is still to come). Times are processed in order, instruments in sorted order, so the
+output does not depend on scheduling or on the number of workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from headrace.errors import ConfigError, InvariantError
+from headrace.events import Bar, CrossSection, FeatureBatch, Features, Signal, Target
+from operators.base import check_version
+from operators.portfolio.sizing import VolTargetSizer, annualise
+from operators.signals.momentum import SignalModel
+
+_MIN = int(np.iinfo(np.int64).min)
+
+
+@dataclass(frozen=True, slots=True)
+class CrossSectionSnap:
+    version: int
+    watermarks: tuple[tuple[str, int], ...]
+    pending: tuple[tuple[int, tuple[tuple[Bar, Features], ...]], ...]
+    latest: tuple[tuple[str, Features, int], ...]  # features and the bar's timeframe, per instrument
+    count: int
+    last_ts: int
+
+
+class CrossSectionCore:
+    """Align bars across `universe` by close time; on rebalance times emit signals and targets.
+
+    Parameters
+    ----------
+    universe
+        Every instrument that will send bars; a time is processed once all have passed it.
+    signal, sizer
+        The seams: scores from features, weights from scores.
+    rebalance_bars
+        Decide targets on every n-th processed bar time.
+    min_instruments
+        Instruments with momentum and volatility needed to decide at all.
+    """
+
+    def __init__(self, universe: Sequence[str], signal: SignalModel, sizer: VolTargetSizer,
+                 rebalance_bars: int, min_instruments: int) -> None:
+        if not universe:
+            raise ConfigError("replay", "no instruments to trade: the universe is empty")
+        self.universe = tuple(sorted(set(universe)))
+        self.signal = signal
+        self.sizer = sizer
+        self.rebalance_bars = rebalance_bars
+        self.min_instruments = min_instruments
+        self._watermarks = {k: _MIN for k in self.universe}
+        self._pending: dict[int, dict[str, tuple[Bar, Features]]] = {}
+        self._latest: dict[str, tuple[Features, int]] = {}
+        self._count = 0
+        self._last_ts = _MIN
+
+    def update(self, item: FeatureBatch) -> list[CrossSection]:
+        if item.instrument not in self._watermarks:
+            raise InvariantError(f"instrument {item.instrument!r} is not in the universe {self.universe!r}")
+        for bar, feat in zip(item.bars, item.features):
+            if bar.ts_event <= self._last_ts:
+                raise InvariantError(f"bar of {bar.instrument} at {bar.ts_event} arrived after that time was "
+                                     f"processed ({self._last_ts}); its watermark lied")
+            self._pending.setdefault(bar.ts_event, {})[bar.instrument] = (bar, feat)
+        self._watermarks[item.instrument] = max(self._watermarks[item.instrument], item.watermark)
+        return self._drain(min(self._watermarks.values()))
+
+    def flush(self) -> list[CrossSection]:
+        return self._drain(int(np.iinfo(np.int64).max))
+
+    def _drain(self, ready: int) -> list[CrossSection]:
+        out = []
+        for ts in sorted(t for t in self._pending if t <= ready):
+            out.append(self._process(ts, self._pending.pop(ts)))
+        return out
+
+    def _process(self, ts: int, slot: dict[str, tuple[Bar, Features]]) -> CrossSection:
+        self._last_ts = ts
+        bars = tuple(slot[k][0] for k in sorted(slot))
+        for k in sorted(slot):
+            bar, feat = slot[k]
+            self._latest[k] = (feat, bar.timeframe_ns)
+        self._count += 1
+        if self._count % self.rebalance_bars != 0:
+            return CrossSection(ts_event=ts, bars=bars)
+        signals, targets = self._decide(ts)
+        return CrossSection(ts_event=ts, bars=bars, signals=signals, targets=targets)
+
+    def _decide(self, ts: int) -> tuple[tuple[Signal, ...], tuple[Target, ...]]:
+        momentum: dict[str, float] = {}
+        vol_annual: dict[str, float | None] = {}
+        vol_bar: dict[str, float | None] = {}
+        for k in self.universe:
+            if k not in self._latest:
+                continue
+            feat, tf = self._latest[k]
+            if feat.momentum is not None and feat.volatility is not None:
+                momentum[k] = feat.momentum
+                vol_bar[k] = feat.volatility
+                vol_annual[k] = annualise(feat.volatility, tf)
+        if len(momentum) < self.min_instruments:
+            return (), ()
+        scores = self.signal.scores(momentum)
+        weights = self.sizer.weights(scores, vol_annual)
+        signals = tuple(Signal(instrument=k, ts_event=ts, strategy=self.signal.name, score=scores[k])
+                        for k in sorted(scores))
+        targets = tuple(Target(instrument=k, ts_event=ts, weight=weights.get(k, 0.0), status="ok",
+                               volatility=vol_bar.get(k)) for k in self.universe)
+        return signals, targets
+
+    def snapshot(self) -> CrossSectionSnap:
+        return CrossSectionSnap(
+            version=1,
+            watermarks=tuple(sorted(self._watermarks.items())),
+            pending=tuple((t, tuple(self._pending[t][k] for k in sorted(self._pending[t])))
+                          for t in sorted(self._pending)),
+            latest=tuple((k, f, tf) for k, (f, tf) in sorted(self._latest.items())),
+            count=self._count,
+            last_ts=self._last_ts,
+        )
+
+    @classmethod
+    def restore(cls, universe: Sequence[str], signal: SignalModel, sizer: VolTargetSizer, rebalance_bars: int,
+                min_instruments: int, snap: CrossSectionSnap) -> CrossSectionCore:
+        check_version(snap, expected=1)
+        core = cls(universe, signal, sizer, rebalance_bars, min_instruments)
+        core._watermarks.update(dict(snap.watermarks))
+        core._pending = {t: {b.instrument: (b, f) for b, f in pairs} for t, pairs in snap.pending}
+        core._latest = {k: (f, tf) for k, f, tf in snap.latest}
+        core._count, core._last_ts = snap.count, snap.last_ts
+        return core

@@ -1,0 +1,239 @@
+"""The account step: cash and positions per venue, orders from targets, simulated fills, marks.
+
+One core per account. It owns everything that fills change (positions, cash, working orders) so that
+fills reach positions without a loop in the dataflow. Each `CrossSection` (all bars closed at one time,
+plus targets on rebalance times) is handled in a fixed order:
+
+1. working orders due on this bar fill at the bar's open (latency counted in the instrument's bars);
+2. marks move to the bars' closes;
+3. on a rebalance, targets become market orders sized on current equity (latency 0 fills at the close);
+4. equity is recorded, and positions that changed or are held on a rebalance.
+
+Positions use average cost: realised PnL when a position shrinks, fees kept apart (quote currency).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from headrace.errors import InvariantError
+from headrace.events import CrossSection, Equity, Fill, Order, Position, split_instrument, stable_id
+from operators.base import check_version
+from operators.execution.sim_venue import SimulatedVenue
+from operators.positions.fx import FxTable
+
+AccountOut = Order | Fill | Position | Equity
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """One instrument's position: signed base amount, average entry price, realised PnL and fees."""
+
+    amount: float = 0.0
+    avg_price: float = 0.0
+    realized: float = 0.0
+    fees: float = 0.0
+
+    def apply(self, fill: Fill) -> Holding:
+        """Return the holding after `fill` (average-cost accounting)."""
+        signed = fill.amount if fill.side == "buy" else -fill.amount
+        a, avg, realized = self.amount, self.avg_price, self.realized
+        if a == 0 or (a > 0) == (signed > 0):
+            new = a + signed
+            avg = (abs(a) * avg + abs(signed) * fill.price) / abs(new)
+        else:
+            closed = min(abs(signed), abs(a))
+            realized += closed * (fill.price - avg) * (1.0 if a > 0 else -1.0)
+            new = a + signed
+            if abs(signed) > abs(a):
+                avg = fill.price  # flipped: the remainder opens at the fill price
+            elif abs(new) <= 1e-12 * max(abs(a), 1.0):
+                new, avg = 0.0, 0.0
+        return Holding(amount=new, avg_price=avg, realized=realized, fees=self.fees + fill.fee)
+
+
+@dataclass(frozen=True, slots=True)
+class Working:
+    order: Order
+    bars_left: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSnap:
+    version: int
+    funded: bool
+    cash: tuple[tuple[str, str, float], ...]  # venue, currency, amount
+    holdings: tuple[tuple[str, Holding], ...]
+    marks: tuple[tuple[str, float], ...]
+    working: tuple[Working, ...]
+    fees_account: float
+    traded_account: float
+    last_ts: int
+
+
+class Account:
+    """Cash and positions of one account, trading toward targets through a simulated venue.
+
+    Parameters
+    ----------
+    account_id
+        Written on every order, fill, position and equity row.
+    fx
+        Converts quote currencies into the account currency (`fx.currency`).
+    initial_cash
+        Cash in the account currency, split evenly over `venues` on the first bar.
+    latency_bars
+        0: fill at the decision bar's close; n: at the open of the instrument's n-th next bar.
+    min_trade_weight
+        Trades smaller than this fraction of equity are skipped.
+    """
+
+    def __init__(self, account_id: str, venues: Sequence[str], fx: FxTable, sim: SimulatedVenue,
+                 initial_cash: float, latency_bars: int, min_trade_weight: float) -> None:
+        self.account_id = account_id
+        self.venues = tuple(sorted(set(venues)))
+        self.fx = fx
+        self.sim = sim
+        self.initial_cash = initial_cash
+        self.latency_bars = latency_bars
+        self.min_trade_weight = min_trade_weight
+        self._funded = False
+        self._cash: dict[tuple[str, str], float] = {}
+        self._holdings: dict[str, Holding] = {}
+        self._marks: dict[str, float] = {}
+        self._working: list[Working] = []
+        self._fees_account = 0.0
+        self._traded_account = 0.0
+        self._last_ts = -1
+
+    # -- the step -------------------------------------------------------------------------------
+
+    def update(self, cs: CrossSection) -> list[AccountOut]:
+        if cs.ts_event <= self._last_ts:
+            raise InvariantError(f"account {self.account_id}: cross sections out of order, {cs.ts_event} "
+                                 f"after {self._last_ts}")
+        self._last_ts = cs.ts_event
+        if not self._funded:
+            share = self.initial_cash / len(self.venues)
+            self._cash = {(v, self.fx.currency): share for v in self.venues}
+            self._funded = True
+        out: list[AccountOut] = []
+        touched: set[str] = set()
+        bars = {b.instrument: b for b in cs.bars}
+        still: list[Working] = []
+        for w in self._working:  # 1. working orders due on this bar
+            bar = bars.get(w.order.instrument)
+            if bar is None:
+                still.append(w)
+            elif w.bars_left > 1:
+                still.append(replace(w, bars_left=w.bars_left - 1))
+            else:
+                out.append(self._fill(w.order, self.sim.execute(w.order, bar, at="open")))
+                touched.add(w.order.instrument)
+        self._working = still
+        for b in cs.bars:  # 2. marks
+            self._marks[b.instrument] = b.close
+        if cs.targets:  # 3. decisions
+            equity = self._equity_value()
+            for t in cs.targets:
+                order = self._order_for(cs.ts_event, t.instrument, t.weight, equity)
+                if order is None:
+                    continue
+                out.append(order)
+                if self.latency_bars == 0:
+                    out.append(self._fill(order, self.sim.execute(order, bars[order.instrument], at="close")))
+                    touched.add(order.instrument)
+                else:
+                    self._working.append(Working(order, self.latency_bars))
+        out.append(self._equity(cs.ts_event))  # 4. records
+        held = {k for k, h in self._holdings.items() if h.amount != 0} if cs.targets else set()
+        out += [self._position(k, cs.ts_event) for k in sorted(touched | held)]
+        return out
+
+    def flush(self) -> list[AccountOut]:
+        """At the end of input: the final position of every instrument ever traded."""
+        if self._last_ts < 0:
+            return []
+        return [self._position(k, self._last_ts) for k in sorted(self._holdings)]
+
+    # -- pieces ---------------------------------------------------------------------------------
+
+    def _order_for(self, ts: int, instrument: str, weight: float, equity: float) -> Order | None:
+        mark = self._marks.get(instrument)
+        rate = self.fx.rate(split_instrument(instrument)[3], self._marks)
+        if mark is None or rate is None or not equity > 0:
+            return None
+        current = self._holdings.get(instrument, Holding()).amount
+        current += sum((w.order.amount if w.order.side == "buy" else -w.order.amount)
+                       for w in self._working if w.order.instrument == instrument)
+        delta = weight * equity / (mark * rate) - current
+        if abs(delta) * mark * rate < self.min_trade_weight * equity or delta == 0:
+            return None
+        return Order(order_id=stable_id("order", self.account_id, instrument, ts), account=self.account_id,
+                     instrument=instrument, ts_event=ts, side="buy" if delta > 0 else "sell", amount=abs(delta),
+                     reason="rebalance", target_weight=weight)
+
+    def _fill(self, order: Order, fill: Fill) -> Fill:
+        venue, _, base, quote = split_instrument(order.instrument)
+        signed_cash = -fill.notional if fill.side == "buy" else fill.notional
+        self._cash[(venue, quote)] = self._cash.get((venue, quote), 0.0) + signed_cash - fill.fee
+        self._holdings[order.instrument] = self._holdings.get(order.instrument, Holding()).apply(fill)
+        rate = self.fx.rate(quote, self._marks)
+        self._fees_account += fill.fee * (rate if rate is not None else 0.0)
+        self._traded_account += fill.notional * (rate if rate is not None else 0.0)
+        return fill
+
+    def _rate(self, ccy: str) -> float:
+        rate = self.fx.rate(ccy, self._marks)
+        if rate is None:
+            raise InvariantError(f"account {self.account_id}: holds {ccy} but no rate is known yet")
+        return rate
+
+    def _equity_value(self) -> float:
+        cash = sum(v * self._rate(c) for (_, c), v in self._cash.items() if v != 0)
+        return cash + sum(self._value(k) for k in self._holdings)
+
+    def _value(self, instrument: str) -> float:
+        h = self._holdings[instrument]
+        if h.amount == 0:
+            return 0.0
+        return h.amount * self._marks[instrument] * self._rate(split_instrument(instrument)[3])
+
+    def _equity(self, ts: int) -> Equity:
+        cash = sum(v * self._rate(c) for (_, c), v in sorted(self._cash.items()) if v != 0)
+        values = [self._value(k) for k in sorted(self._holdings)]
+        return Equity(account=self.account_id, ts_event=ts, equity=cash + sum(values), cash=cash,
+                      gross_exposure=sum(abs(v) for v in values), net_exposure=sum(values),
+                      fees=self._fees_account, traded=self._traded_account, currency=self.fx.currency)
+
+    def _position(self, instrument: str, ts: int) -> Position:
+        h = self._holdings.get(instrument, Holding())
+        mark = self._marks.get(instrument, 0.0)
+        return Position(account=self.account_id, instrument=instrument, ts_event=ts, amount=h.amount,
+                        avg_price=h.avg_price, mark=mark, unrealized_pnl=h.amount * (mark - h.avg_price),
+                        realized_pnl=h.realized, fees=h.fees,
+                        value_account=self._value(instrument) if instrument in self._holdings else 0.0)
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def snapshot(self) -> AccountSnap:
+        return AccountSnap(version=1, funded=self._funded,
+                           cash=tuple((v, c, x) for (v, c), x in sorted(self._cash.items())),
+                           holdings=tuple(sorted(self._holdings.items())), marks=tuple(sorted(self._marks.items())),
+                           working=tuple(self._working), fees_account=self._fees_account,
+                           traded_account=self._traded_account, last_ts=self._last_ts)
+
+    @classmethod
+    def restore(cls, account_id: str, venues: Sequence[str], fx: FxTable, sim: SimulatedVenue,
+                initial_cash: float, latency_bars: int, min_trade_weight: float, snap: AccountSnap) -> Account:
+        check_version(snap, expected=1)
+        core = cls(account_id, venues, fx, sim, initial_cash, latency_bars, min_trade_weight)
+        core._funded = snap.funded
+        core._cash = {(v, c): x for v, c, x in snap.cash}
+        core._holdings = dict(snap.holdings)
+        core._marks = dict(snap.marks)
+        core._working = list(snap.working)
+        core._fees_account, core._last_ts = snap.fees_account, snap.last_ts
+        core._traded_account = snap.traded_account
+        return core

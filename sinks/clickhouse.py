@@ -1,0 +1,218 @@
+"""The ClickHouse store: one DSN, embedded chDB by default, a server unchanged.
+
+`Store` wraps a clickhouse-connect client (one per process and DSN; worker threads share it behind a
+lock), applies the DDL in ``sql/`` idempotently, and inserts Arrow tables. `ClickHouseSink` is the
+Bytewax sink: it buffers rows per table and writes large column-oriented batches, flushing before
+every recovery snapshot so nothing acknowledged is held only in memory.
+
+Passwords never appear in logs or errors: DSNs are shown through `redact`, and a server password can
+come from ``HEADRACE_CLICKHOUSE_PASSWORD`` instead of the DSN.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import clickhouse_connect
+import pyarrow as pa
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+
+from headrace.errors import StorageError
+from headrace.events import WrittenEvent
+from sinks.rows import SCHEMAS, table_of, to_arrow
+
+logger = logging.getLogger(__name__)
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+DATABASE = "headrace"
+PASSWORD_ENV = "HEADRACE_CLICKHOUSE_PASSWORD"
+TABLES = tuple(SCHEMAS)
+
+
+def redact(dsn: str) -> str:
+    """Return `dsn` with any password replaced by ``***``.
+
+    Examples
+    --------
+    >>> redact("http://bob:s3cret@host:8123/headrace")
+    'http://bob:***@host:8123/headrace'
+    >>> redact("chdb:///tmp/x")
+    'chdb:///tmp/x'
+    """
+    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", dsn)
+
+
+def ddl_statements() -> list[str]:
+    """Return every DDL statement in ``sql/*.sql`` (comments and blanks dropped), in file order."""
+    out = []
+    for path in sorted(SQL_DIR.glob("*.sql")):
+        text = "\n".join(line.split("--", 1)[0] for line in path.read_text(encoding="utf-8").splitlines())
+        out += [s.strip() for s in text.split(";") if s.strip()]
+    return out
+
+
+class Store:
+    """A ClickHouse database reached through one DSN (see module docstring)."""
+
+    _lock = threading.Lock()
+    _open: dict[str, Store] = {}
+
+    def __init__(self, dsn: str, client: Any) -> None:
+        self.dsn = dsn
+        self.client = client
+        self.lock = threading.RLock()
+
+    @classmethod
+    def connect(cls, dsn: str) -> Store:
+        """Return the process's store for `dsn`, opening it (and creating the database) if needed."""
+        with cls._lock:
+            if dsn in cls._open:
+                return cls._open[dsn]
+            if dsn.startswith("chdb:"):
+                for other in list(cls._open.values()):  # chDB serves one path per process at a time
+                    if other.dsn.startswith("chdb:"):
+                        other.close()
+                store = cls(dsn, _open_chdb(dsn))
+            else:
+                store = cls(dsn, _open_server(dsn))
+            cls._open[dsn] = store
+            return store
+
+    def close(self) -> None:
+        with Store._lock:
+            Store._open.pop(self.dsn, None)
+        with self.lock:
+            self.client.close()
+
+    def init_schema(self) -> None:
+        """Create every table that does not exist yet (idempotent)."""
+        with self.lock:
+            for stmt in ddl_statements():
+                self.client.command(stmt)
+
+    def insert(self, table: str, data: pa.Table) -> None:
+        with self.lock:
+            self.client.insert_arrow(table, data)
+
+    def insert_rows(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+        with self.lock:
+            self.client.insert(table, rows, column_names=list(columns))
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run `sql` and return rows as dicts keyed by column name."""
+        with self.lock:
+            res = self.client.query(sql, parameters=parameters)
+        return [dict(zip(res.column_names, row)) for row in res.result_rows]
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        with self.lock:
+            return self.client.command(sql, parameters=parameters)
+
+    def optimize(self, tables: Iterable[str] = TABLES) -> None:
+        """Merge away rows written twice (a resumed run), so even a plain count() sees each once."""
+        with self.lock:
+            for t in tables:
+                self.client.command(f"OPTIMIZE TABLE {t} FINAL")
+
+
+def _open_chdb(dsn: str) -> Any:
+    path = dsn[len("chdb://"):]
+    if path.startswith("/"):
+        Path(path).mkdir(parents=True, exist_ok=True)
+    try:
+        boot = clickhouse_connect.get_client(dsn=dsn)
+        boot.command(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
+        return clickhouse_connect.get_client(dsn=dsn, database=DATABASE)
+    except Exception as e:
+        msg = str(e)
+        if "already running" in msg or "lock" in msg.lower():
+            raise StorageError(
+                f"the embedded database at {path!r} is in use by another headrace process (an embedded "
+                "ClickHouse belongs to one process). Wait for that run to finish, or point storage.dsn "
+                "at a ClickHouse server (see docker/compose.yaml)") from e
+        raise StorageError(f"cannot open the embedded database {redact(dsn)!r}: {msg}") from e
+
+
+def _open_server(dsn: str) -> Any:
+    parts = urlsplit(dsn)
+    database = parts.path.strip("/") or DATABASE
+    password = unquote(parts.password) if parts.password else os.environ.get(PASSWORD_ENV, "")
+    try:
+        client = clickhouse_connect.get_client(
+            host=parts.hostname, port=parts.port or (8443 if parts.scheme == "https" else 8123),
+            username=unquote(parts.username or "default"), password=password,
+            secure=parts.scheme == "https", database="default")
+        client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+        client.close()
+        return clickhouse_connect.get_client(
+            host=parts.hostname, port=parts.port or (8443 if parts.scheme == "https" else 8123),
+            username=unquote(parts.username or "default"), password=password,
+            secure=parts.scheme == "https", database=database)
+    except Exception as e:
+        raise StorageError(f"cannot reach ClickHouse at {redact(dsn)!r}: {type(e).__name__}") from e
+
+
+# ---------------------------------------------------------------------------------------------------
+# The Bytewax sink
+
+
+class _Partition(StatefulSinkPartition[WrittenEvent | Sequence[WrittenEvent], None]):
+    def __init__(self, store: Store, run_id: str, batch_rows: int) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.batch_rows = batch_rows
+        self.buffers: dict[str, list[WrittenEvent]] = defaultdict(list)
+        self.rows_written = 0
+
+    def write_batch(self, values: list[WrittenEvent | Sequence[WrittenEvent]]) -> None:
+        for v in values:
+            if isinstance(v, (list, tuple)):
+                for e in v:
+                    self.buffers[table_of(e)].append(e)
+            else:
+                self.buffers[table_of(v)].append(v)
+        for table, rows in self.buffers.items():
+            if len(rows) >= self.batch_rows:
+                self._flush(table)
+
+    def _flush(self, table: str) -> None:
+        rows = self.buffers.pop(table, [])
+        if rows:
+            self.store.insert(table, to_arrow(table, self.run_id, rows))
+            self.rows_written += len(rows)
+
+    def snapshot(self) -> None:
+        # called at the end of every epoch, before its snapshot is committed: write everything now
+        for table in sorted(self.buffers):
+            self._flush(table)
+
+    def close(self) -> None:
+        self.snapshot()
+
+
+class ClickHouseSink(FixedPartitionedSink[WrittenEvent | Sequence[WrittenEvent], None]):
+    """Write events (or sequences of events) to their tables, batched; items are ``(key, event)``."""
+
+    def __init__(self, dsn: str, run_id: str, batch_rows: int) -> None:
+        self.dsn = dsn
+        self.run_id = run_id
+        self.batch_rows = batch_rows
+
+    def list_parts(self) -> list[str]:
+        return ["clickhouse"]
+
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Partition:
+        store = Store.connect(self.dsn)
+        store.init_schema()
+        return _Partition(store, self.run_id, self.batch_rows)

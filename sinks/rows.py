@@ -1,0 +1,147 @@
+"""Events to ClickHouse columns: which table each event goes to, and its row as columns.
+
+Pure code (no Bytewax, no client): `to_arrow(table, run_id, events)` builds one Arrow table per insert,
+column-oriented, with times as ``timestamp[ns, UTC]`` so ClickHouse's DateTime64(9) gets exact ns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from headrace.events import (
+    Bar, Equity, Features, Fill, Order, Position, Quarantined, Signal, Target, WrittenEvent, split_instrument,
+)
+
+TS = pa.timestamp("ns", tz="UTC")
+
+
+def _venue(i: str) -> str:
+    return i.partition(":")[0]
+
+
+Columns = list[tuple[str, pa.DataType, Callable[[Any], Any]]]
+
+SCHEMAS: dict[str, tuple[type, Columns]] = {
+    "bars": (Bar, [
+        ("instrument", pa.string(), lambda e: e.instrument),
+        ("venue", pa.string(), lambda e: _venue(e.instrument)),
+        ("ts_open", TS, lambda e: e.ts_open),
+        ("ts_event", TS, lambda e: e.ts_event),
+        ("open", pa.float64(), lambda e: e.open),
+        ("high", pa.float64(), lambda e: e.high),
+        ("low", pa.float64(), lambda e: e.low),
+        ("close", pa.float64(), lambda e: e.close),
+        ("volume", pa.float64(), lambda e: e.volume),
+        ("trades", pa.int64(), lambda e: e.trades),
+        ("bid", pa.float64(), lambda e: e.bid),
+        ("ask", pa.float64(), lambda e: e.ask),
+    ]),
+    "features": (Features, [
+        ("instrument", pa.string(), lambda e: e.instrument),
+        ("ts_event", TS, lambda e: e.ts_event),
+        ("close", pa.float64(), lambda e: e.close),
+        ("log_return", pa.float64(), lambda e: e.log_return),
+        ("volatility", pa.float64(), lambda e: e.volatility),
+        ("momentum", pa.float64(), lambda e: e.momentum),
+    ]),
+    "signals": (Signal, [
+        ("instrument", pa.string(), lambda e: e.instrument),
+        ("ts_event", TS, lambda e: e.ts_event),
+        ("strategy", pa.string(), lambda e: e.strategy),
+        ("score", pa.float64(), lambda e: e.score),
+    ]),
+    "targets": (Target, [
+        ("instrument", pa.string(), lambda e: e.instrument),
+        ("ts_event", TS, lambda e: e.ts_event),
+        ("weight", pa.float64(), lambda e: e.weight),
+        ("status", pa.string(), lambda e: e.status),
+        ("volatility", pa.float64(), lambda e: e.volatility),
+    ]),
+    "orders": (Order, [
+        ("account", pa.string(), lambda e: e.account),
+        ("instrument", pa.string(), lambda e: e.instrument),
+        ("venue", pa.string(), lambda e: _venue(e.instrument)),
+        ("ts_event", TS, lambda e: e.ts_event),
+        ("side", pa.string(), lambda e: e.side),
+        ("amount", pa.float64(), lambda e: e.amount),
+        ("reason", pa.string(), lambda e: e.reason),
+        ("target_weight", pa.float64(), lambda e: e.target_weight),
+    ]),
+    "fills": (Fill, [
+        ("order_id", pa.string(), lambda e: e.order_id),
+        ("account", pa.string(), lambda e: e.account),
+        ("instrument", pa.string(), lambda e: e.instrument),
+        ("venue", pa.string(), lambda e: _venue(e.instrument)),
+        ("ts_event", TS, lambda e: e.ts_event),
+        ("side", pa.string(), lambda e: e.side),
+        ("price", pa.float64(), lambda e: e.price),
+        ("amount", pa.float64(), lambda e: e.amount),
+        ("notional", pa.float64(), lambda e: e.notional),
+        ("fee", pa.float64(), lambda e: e.fee),
+        ("fee_currency", pa.string(), lambda e: e.fee_currency),
+        ("liquidity", pa.string(), lambda e: e.liquidity),
+        ("slippage_bps", pa.float64(), lambda e: e.slippage_bps),
+    ]),
+    "positions": (Position, [
+        ("account", pa.string(), lambda e: e.account),
+        ("instrument", pa.string(), lambda e: e.instrument),
+        ("venue", pa.string(), lambda e: _venue(e.instrument)),
+        ("asset", pa.string(), lambda e: split_instrument(e.instrument)[2]),
+        ("quote", pa.string(), lambda e: split_instrument(e.instrument)[3]),
+        ("ts_event", TS, lambda e: e.ts_event),
+        ("amount", pa.float64(), lambda e: e.amount),
+        ("avg_price", pa.float64(), lambda e: e.avg_price),
+        ("mark", pa.float64(), lambda e: e.mark),
+        ("unrealized_pnl", pa.float64(), lambda e: e.unrealized_pnl),
+        ("realized_pnl", pa.float64(), lambda e: e.realized_pnl),
+        ("fees", pa.float64(), lambda e: e.fees),
+        ("value_account", pa.float64(), lambda e: e.value_account),
+    ]),
+    "equity": (Equity, [
+        ("account", pa.string(), lambda e: e.account),
+        ("ts_event", TS, lambda e: e.ts_event),
+        ("equity", pa.float64(), lambda e: e.equity),
+        ("cash", pa.float64(), lambda e: e.cash),
+        ("gross_exposure", pa.float64(), lambda e: e.gross_exposure),
+        ("net_exposure", pa.float64(), lambda e: e.net_exposure),
+        ("fees", pa.float64(), lambda e: e.fees),
+        ("traded", pa.float64(), lambda e: e.traded),
+        ("currency", pa.string(), lambda e: e.currency),
+    ]),
+    "quarantine": (Quarantined, [
+        ("instrument", pa.string(), lambda e: e.instrument),
+        ("ts_event", TS, lambda e: e.ts_event),
+        ("ts_recv", TS, lambda e: e.ts_recv),
+        ("source", pa.string(), lambda e: e.source),
+        ("row", pa.int64(), lambda e: e.row),
+        ("reason", pa.string(), lambda e: e.reason),
+        ("raw", pa.string(), lambda e: e.raw),
+    ]),
+}
+
+TABLE_OF: dict[type, str] = {cls: table for table, (cls, _) in SCHEMAS.items()}
+
+
+def table_of(event: WrittenEvent) -> str:
+    """Return the table an event is written to.
+
+    Examples
+    --------
+    >>> table_of(Signal(instrument="x:A/B", ts_event=1, strategy="s", score=0.5))
+    'signals'
+    """
+    return TABLE_OF[type(event)]
+
+
+def to_arrow(table: str, run_id: str, events: Sequence[WrittenEvent]) -> pa.Table:
+    """Return `events` (all of `table`'s type) as an Arrow table with ``run_id`` and ``event_id`` first."""
+    _, cols = SCHEMAS[table]
+    arrays = [pa.array([run_id] * len(events), pa.string()), pa.array([e.event_id for e in events], pa.string())]
+    names = ["run_id", "event_id"]
+    for name, dtype, get in cols:
+        arrays.append(pa.array([get(e) for e in events], dtype))
+        names.append(name)
+    return pa.Table.from_arrays(arrays, names=names)

@@ -1,0 +1,38 @@
+"""Builders of small events and chunks for tests (plain functions, no Bytewax)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from headrace.events import Bar, MarketSlice, Provenance, QuoteChunk, TradeChunk
+
+
+def origin(n: int, path: str = "test.csv", start_row: int = 0) -> Provenance:
+    return Provenance(files=(path,), file_index=np.zeros(n, np.int32), row=np.arange(start_row, start_row + n))
+
+
+def trades(instrument: str, ts: list[int], price: list[float], amount: list[float] | None = None,
+           ids: list[str] | None = None, start_row: int = 0) -> TradeChunk:
+    n = len(ts)
+    return TradeChunk(instrument=instrument, ts_event=np.array(ts, np.int64), ts_recv=np.array(ts, np.int64),
+                      price=np.array(price, float), amount=np.array(amount or [1.0] * n, float),
+                      side=np.ones(n, np.int8), trade_id=None if ids is None else np.array(ids, str),
+                      origin=origin(n, start_row=start_row))
+
+
+def quotes(instrument: str, ts: list[int], bid: list[float], ask: list[float]) -> QuoteChunk:
+    n = len(ts)
+    return QuoteChunk(instrument=instrument, ts_event=np.array(ts, np.int64), ts_recv=np.array(ts, np.int64),
+                      bid=np.array(bid, float), ask=np.array(ask, float), bid_size=np.ones(n), ask_size=np.ones(n),
+                      origin=origin(n))
+
+
+def market_slice(instrument: str, watermark: int, **chunks: object) -> MarketSlice:
+    return MarketSlice(instrument=instrument, watermark=watermark, **chunks)  # type: ignore[arg-type]
+
+
+def bar(instrument: str, ts_open: int, close: float, tf: int = 60, open_: float | None = None,
+        bid: float | None = None, ask: float | None = None) -> Bar:
+    o = close if open_ is None else open_
+    return Bar(instrument=instrument, ts_open=ts_open, ts_event=ts_open + tf, open=o, high=max(o, close),
+               low=min(o, close), close=close, volume=1.0, trades=1, bid=bid, ask=ask)
