@@ -13,7 +13,7 @@ import os
 import secrets
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -100,9 +100,7 @@ def replay(
 def _replay(data: list[str], config_path: Path | None, overrides: list[str] | None, dsn: str | None,
             run_id: str | None, workers: int, recovery_dir: Path | None, snapshot_s: float, quiet: bool,
             verbose: bool) -> report.Summary:
-    from bytewax.recovery import RecoveryConfig
-    from bytewax.run import cli_main
-
+    from flows.runner import run
     from flows.trading import build_flow, wiring
     from headrace.errors import ConfigError
     from sources.formats import read_paths
@@ -132,13 +130,11 @@ def _replay(data: list[str], config_path: Path | None, overrides: list[str] | No
                         TimeElapsedColumn(), console=err, disable=quiet, transient=False)
     task = progress.add_task("replay", total=plan.total_rows)
     flow = build_flow(plan, config, run_id, dsn=store.dsn, progress=lambda n: progress.advance(task, n))
-    recovery = RecoveryConfig(str(recovery_dir)) if recovery_dir is not None else None
-    if recovery is None and workers == 1:
+    if recovery_dir is None:
         snapshot_s = max(snapshot_s, 10.0)  # epochs only pace sink flushes then: keep them long
     with progress:
         try:
-            cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=snapshot_s),
-                     recovery_config=recovery)
+            run(flow, workers=workers, epoch_s=snapshot_s, recovery_dir=recovery_dir)
         except Exception as e:
             cause = e.__cause__ or e
             if isinstance(cause, HeadraceError):
@@ -158,8 +154,7 @@ def _replay(data: list[str], config_path: Path | None, overrides: list[str] | No
 
 
 def _prepare_recovery(recovery_dir: Path, run_id: str | None) -> tuple[str, bool]:
-    from bytewax.recovery import init_db_dir
-
+    from flows.runner import init_recovery
     from headrace.errors import ConfigError
 
     run_file = recovery_dir / RUN_FILE
@@ -172,7 +167,7 @@ def _prepare_recovery(recovery_dir: Path, run_id: str | None) -> tuple[str, bool
     recovery_dir.mkdir(parents=True, exist_ok=True)
     if any(recovery_dir.iterdir()):
         raise ConfigError("--recovery-dir", f"{str(recovery_dir)!r} is not empty and holds no headrace run")
-    init_db_dir(recovery_dir, 1)
+    init_recovery(recovery_dir)
     run_id = run_id or _new_run_id()
     run_file.write_text(json.dumps({"run_id": run_id}))
     return run_id, False

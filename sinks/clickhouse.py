@@ -179,9 +179,8 @@ class _Partition(StatefulSinkPartition[WrittenEvent | Sequence[WrittenEvent], No
                     self.buffers[table_of(e)].append(e)
             else:
                 self.buffers[table_of(v)].append(v)
-        for table, rows in self.buffers.items():
-            if len(rows) >= self.batch_rows:
-                self._flush(table)
+        for table in [t for t, rows in self.buffers.items() if len(rows) >= self.batch_rows]:
+            self._flush(table)
 
     def _flush(self, table: str) -> None:
         rows = self.buffers.pop(table, [])

@@ -1,0 +1,22 @@
+"""Running a flow: the only place that calls Bytewax's runtime and recovery store."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.run import cli_main
+
+
+def run(flow: Dataflow, *, workers: int = 1, epoch_s: float = 10.0, recovery_dir: Path | None = None) -> None:
+    """Run `flow` in this process with `workers` threads; snapshot to `recovery_dir` every epoch."""
+    recovery = RecoveryConfig(str(recovery_dir)) if recovery_dir is not None else None
+    cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=epoch_s),
+             recovery_config=recovery)
+
+
+def init_recovery(recovery_dir: Path, partitions: int = 1) -> None:
+    """Create Bytewax's recovery partitions in an empty directory."""
+    init_db_dir(recovery_dir, partitions)
