@@ -119,15 +119,15 @@ class AccountConfig:
 
 @dataclass(frozen=True, slots=True)
 class FeaturesConfig:
-    vol_halflife_bars: float = _key(48.0, "half-life of the EWMA volatility, in bars", _positive)
-    momentum_lookback_bars: int = _key(48, "bars over which momentum is the log return", _positive)
+    vol_halflife_bars: float = _key(288.0, "half-life of the EWMA volatility, in bars", _positive)
+    momentum_lookback_bars: int = _key(288, "bars over which momentum is the log return", _positive)
 
 
 @dataclass(frozen=True, slots=True)
 class StrategyConfig:
     name: str = _key("xs_momentum", "signal: cross-sectional momentum (the only one so far)",
                      lambda v: None if v == "xs_momentum" else "must be 'xs_momentum'")
-    rebalance_bars: int = _key(12, "bars between rebalances", _positive)
+    rebalance_bars: int = _key(144, "bars between rebalances", _positive)
     long_only: bool = _key(True, "drop short targets (spot venues cannot short)")
     min_instruments: int = _key(2, "instruments with features needed before trading", _positive)
 
@@ -137,7 +137,7 @@ class SizingConfig:
     target_volatility: float = _key(0.5, "annualised volatility each position is sized to", _positive)
     max_gross_leverage: float = _key(1.0, "cap on the sum of |weights|", _positive)
     max_weight: float = _key(0.25, "cap on one instrument's |weight|", _fraction)
-    min_trade_weight: float = _key(0.005, "skip trades smaller than this fraction of equity", _non_negative)
+    min_trade_weight: float = _key(0.02, "skip trades smaller than this fraction of equity", _non_negative)
 
 
 @dataclass(frozen=True, slots=True)
