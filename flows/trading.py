@@ -24,9 +24,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
+from bytewax.outputs import Sink
 
 from headrace.config import Config
 from headrace.events import CrossSection, FeatureBatch, MarketSlice, WrittenEvent, split_instrument
@@ -74,8 +76,13 @@ def _rows_of_cross_section(cs: CrossSection) -> list[WrittenEvent]:
 
 
 def build_flow(plan: ReplayPlan, config: Config, run_id: str, *, dsn: str | None = None,
-               progress: Progress | None = None) -> Dataflow:
-    """Return the replay dataflow for `plan`, writing under `run_id` to `dsn` (default: the config's)."""
+               progress: Progress | None = None, source: ReplaySource | None = None,
+               sink: Sink[tuple[str, Any]] | None = None) -> Dataflow:
+    """Return the replay dataflow for `plan`, writing under `run_id` to `dsn` (default: the config's).
+
+    `source` and `sink` replace the replay source and the ClickHouse sink (tests collect rows in memory;
+    sink items are ``("clickhouse", event or list of events)``).
+    """
     w = wiring(config, plan.universe)
     tf = config.timeframe_ns
     feats_cfg, strat, siz, acct = config.features, config.strategy, config.sizing, config.account
@@ -83,7 +90,7 @@ def build_flow(plan: ReplayPlan, config: Config, run_id: str, *, dsn: str | None
     signal = CrossSectionalMomentum()
 
     flow = Dataflow("headrace")
-    market = op.input("market", flow, ReplaySource(plan, progress))
+    market = op.input("market", flow, source or ReplaySource(plan, progress))
     by_instrument = op.key_on("key_instrument", market, lambda s: s.instrument)
 
     checked = op.key_rm("checked_values", core_step(
@@ -123,7 +130,7 @@ def build_flow(plan: ReplayPlan, config: Config, run_id: str, *, dsn: str | None
         account,
     )
     op.output("clickhouse", op.key_on("key_sink", rows, lambda _: "clickhouse"),
-              ClickHouseSink(dsn or config.dsn(), run_id, config.storage.batch_rows))
+              sink or ClickHouseSink(dsn or config.dsn(), run_id, config.storage.batch_rows))
     return flow
 
 

@@ -36,3 +36,34 @@ def bar(instrument: str, ts_open: int, close: float, tf: int = 60, open_: float 
     o = close if open_ is None else open_
     return Bar(instrument=instrument, ts_open=ts_open, ts_event=ts_open + tf, open=o, high=max(o, close),
                low=min(o, close), close=close, volume=1.0, trades=1, bid=bid, ask=ask)
+
+
+# ---------------------------------------------------------------------------------------------------
+# real-data replays for flow, ClickHouse and CLI tests
+
+from pathlib import Path  # noqa: E402
+
+from headrace.config import Config, load_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "data" / "demo" / "bittrex"
+
+
+def small_config(*extra: str) -> Config:
+    """The demo's strategy on fewer bars, so short slices of real data trade."""
+    return load_config(None, [*SMALL_SETS, *extra])
+
+
+SMALL_SETS = ("features.momentum_lookback_bars=24", "features.vol_halflife_bars=24.0", "strategy.rebalance_bars=12",
+              "replay.chunk_rows=500")
+
+
+def demo_plan(rows: int = 600, chunk_rows: int = 500):  # type: ignore[no-untyped-def]
+    """The first `rows` bars of each of the 10 real Bittrex instruments, as a replay plan."""
+    from sources.formats import read_paths
+    from sources.replay_plan import ReplayPlan
+
+    frames = read_paths([str(DEMO)])
+    cut = [f.__class__(instrument=f.instrument, kind=f.kind, timeframe_ns=f.timeframe_ns, path=f.path,
+                       frame=f.frame.head(rows)) for f in frames]
+    return ReplayPlan.build(cut, chunk_rows)

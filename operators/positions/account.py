@@ -191,8 +191,9 @@ class Account:
         return rate
 
     def _equity_value(self) -> float:
-        cash = sum(v * self._rate(c) for (_, c), v in self._cash.items() if v != 0)
-        return cash + sum(self._value(k) for k in self._holdings)
+        # sums run in sorted order: a restored core must add the same floats in the same order
+        cash = sum(v * self._rate(c) for (_, c), v in sorted(self._cash.items()) if v != 0)
+        return cash + sum(self._value(k) for k in sorted(self._holdings))
 
     def _value(self, instrument: str) -> float:
         h = self._holdings[instrument]
