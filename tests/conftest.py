@@ -16,3 +16,40 @@ settings.register_profile("ci", derandomize=True, deadline=None, max_examples=60
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("deep", deadline=None, max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# One real replay into an embedded ClickHouse (chDB), shared by the ClickHouse and dashboard tests.
+
+from dataclasses import dataclass  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ReplayedRun:
+    """A run written to a real embedded ClickHouse: reconnect with ``Store.connect(dsn)`` in each test.
+
+    chDB serves one database path per process at a time, so a test that opens another path closes this
+    one; `Store.connect` reopens it.
+    """
+
+    dsn: str
+    run_id: str
+
+
+@pytest.fixture(scope="session")
+def replayed_run(tmp_path_factory: pytest.TempPathFactory) -> ReplayedRun:
+    """The first 600 bars of the 10 real Bittrex instruments replayed (small strategy) into chDB on disk."""
+    from bytewax.testing import run_main
+    from helpers import demo_plan, small_config
+
+    from flows.trading import build_flow
+    from sinks.clickhouse import Store
+
+    dsn = f"chdb://{tmp_path_factory.mktemp('clickhouse')}"
+    store = Store.connect(dsn)
+    store.init_schema()
+    run_main(build_flow(demo_plan(), small_config(), "fixture-run", dsn=dsn))
+    Store.connect(dsn).optimize()
+    return ReplayedRun(dsn=dsn, run_id="fixture-run")
