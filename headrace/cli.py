@@ -140,6 +140,7 @@ def _replay(data: list[str], config_path: Path | None, overrides: list[str] | No
             if isinstance(cause, HeadraceError):
                 raise cause from e
             raise
+    store.wait_for_mutations()  # deletes of an earlier run under this id (started before the flow)
     store.optimize()
     wall = time.perf_counter() - t0
     if config.account.initial_cash <= 0:  # pragma: no cover - validated
@@ -174,11 +175,11 @@ def _prepare_recovery(recovery_dir: Path, run_id: str | None) -> tuple[str, bool
 
 
 def _forget_run(store: Any, run_id: str) -> None:
-    # a fresh run reusing an id replaces the old run's rows instead of mixing with them
-    from sinks.clickhouse import TABLES
-
-    for table in (*TABLES, "runs"):
-        store.command(f"DELETE FROM {table} WHERE run_id = {{run:String}}", {"run": run_id})
+    # a fresh run reusing an id replaces the old run's rows instead of mixing with them; the deletes run in
+    # the background while the new run writes (they never touch rows inserted after them)
+    deleted = store.delete_run(run_id)
+    if deleted:
+        logger.info("replacing earlier rows of run_id=%s tables=%s", run_id, ",".join(deleted))
 
 
 def _print_summary(s: report.Summary) -> None:

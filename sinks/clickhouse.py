@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -115,6 +116,38 @@ class Store:
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         with self.lock:
             return self.client.command(sql, parameters=parameters)
+
+    def delete_run(self, run_id: str, tables: Iterable[str] = TABLES) -> list[str]:
+        """Start deleting `run_id`'s rows from `tables` in the background; return the tables that had rows.
+
+        The deletes are asynchronous mutations: they apply to the parts that exist now, never to rows
+        inserted after them, so a run that reuses the id can start writing at once. Call
+        `wait_for_mutations` before reading the run's results.
+        """
+        started = []
+        with self.lock:
+            for t in tables:
+                n = self.client.command(f"SELECT count() FROM {t} WHERE run_id = {{run:String}}",
+                                        parameters={"run": run_id})
+                if int(n):
+                    self.client.command(f"ALTER TABLE {t} DELETE WHERE run_id = {{run:String}}",
+                                        parameters={"run": run_id}, settings={"mutations_sync": 0})
+                    started.append(t)
+        return started
+
+    def wait_for_mutations(self, timeout_s: float = 300.0) -> None:
+        """Block until every mutation of the database is done; raise `StorageError` after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self.lock:
+                pending = int(self.client.command(
+                    "SELECT count() FROM system.mutations WHERE database = currentDatabase() AND NOT is_done"))
+            if pending == 0:
+                return
+            if time.monotonic() > deadline:
+                raise StorageError(f"{pending} ClickHouse mutations (deletes of an earlier run) still pending "
+                                   f"after {timeout_s:.0f} s; see system.mutations")
+            time.sleep(0.05)
 
     def optimize(self, tables: Iterable[str] = TABLES) -> None:
         """Merge away rows written twice (a resumed run), so even a plain count() sees each once."""

@@ -83,3 +83,14 @@ def test_equity_of_the_replay_starts_at_the_initial_cash(replayed_run: ReplayedR
     eq = store.query("SELECT equity, cash FROM equity FINAL WHERE run_id = {r:String} ORDER BY ts_event LIMIT 1",
                      {"r": replayed_run.run_id})[0]
     assert eq["equity"] == 1.0 and eq["cash"] == 1.0
+
+
+def test_deleting_a_run_spares_rows_written_after_the_delete_started(replayed_run: ReplayedRun) -> None:
+    store = Store.connect(replayed_run.dsn)
+    store.insert("fills", to_arrow("fills", "reused", [_fill(i) for i in range(4)]))  # the earlier run
+    assert store.delete_run("reused") == ["fills"]
+    store.insert("fills", to_arrow("fills", "reused", [_fill(10), _fill(11)]))  # the new run, at once
+    store.wait_for_mutations()
+    rows = store.query("SELECT event_id FROM fills WHERE run_id = 'reused' ORDER BY event_id")
+    assert [r["event_id"] for r in rows] == ["f10", "f11"]
+    assert store.delete_run("no-such-run") == []
