@@ -30,7 +30,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="headrace: a 
 db_app = typer.Typer(no_args_is_help=True, help="The ClickHouse store: create tables, run SQL.")
 app.add_typer(db_app, name="db")
 
-out = Console(soft_wrap=True)
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 240)  # piped: no truncated tables
 err = Console(stderr=True)
 logger = logging.getLogger("headrace")
 

@@ -241,9 +241,10 @@ def _normalise(df: pl.DataFrame, spec: dict[str, tuple[str, _Parse]], kind: Kind
             continue
         raw = pl.col(s)
         is_missing = raw.is_null() | (raw.cast(pl.Utf8).str.strip_chars() == "")
-        checks.append((is_missing, pl.lit(f"missing field {t!r}")))
+        field_name = repr(t) if t == s else f"{t!r} (column {s!r})"
+        checks.append((is_missing, pl.lit(f"missing field {field_name}")))
         checks.append((pl.col(f"__{t}").is_null(),
-                       pl.format("unparseable field '{}': '{}'", pl.lit(t), raw.cast(pl.Utf8))))
+                       pl.format("unparseable field {}: '{}'", pl.lit(field_name), raw.cast(pl.Utf8))))
     values = {"bar": ["open", "high", "low", "close", "volume"], "trade": ["price", "amount"],
               "quote": ["bid", "ask", "bid_size", "ask_size"]}[kind]
     for t in values:
@@ -276,7 +277,7 @@ def _normalise(df: pl.DataFrame, spec: dict[str, tuple[str, _Parse]], kind: Kind
     cols = [pl.col(f"__{t}").alias(t) for t in spec]
     out = out.select(*cols, "row", "problem", "raw")
     if kind == "bar":
-        out = out.rename({"ts": "ts_open"}).with_columns((pl.col("ts_open") + tf_ns).alias("ts_event"))
+        out = out.with_columns((pl.col("ts_open") + tf_ns).alias("ts_event"))
         out = out.with_columns(pl.col("ts_event").alias("ts_recv"))
         order = ["ts_open", "ts_event", "ts_recv", "open", "high", "low", "close", "volume"]
     elif kind == "trade":
@@ -323,18 +324,18 @@ def _read_file(spec: FileSpec) -> list[ParsedFrame]:
             not isinstance(df.schema.get(ts_col), pl.Datetime) else "ts_ms"
         if df.schema.get(ts_col) == pl.Utf8:
             how = "ts_any"
-        norm = _normalise(df, {"ts": (ts_col, how), **_OHLCV}, "bar", tf)  # type: ignore[dict-item]
+        norm = _normalise(df, {"ts_open": (ts_col, how), **_OHLCV}, "bar", tf)  # type: ignore[dict-item]
     elif f == "kraken_ohlcvt":
         df = _read(path, header=False, names=["timestamp", "open", "high", "low", "close", "volume", "trades"])
-        norm = _normalise(df, {"ts": ("timestamp", "ts_s"), **_OHLCV}, "bar", tf)  # type: ignore[dict-item]
+        norm = _normalise(df, {"ts_open": ("timestamp", "ts_s"), **_OHLCV}, "bar", tf)  # type: ignore[dict-item]
     elif f == "ohlcv_csv_iso":
         df = _read(path)
-        norm = _normalise(df, {"ts": ("open_time", "ts_any"), **_OHLCV}, "bar", tf)  # type: ignore[dict-item]
+        norm = _normalise(df, {"ts_open": ("open_time", "ts_any"), **_OHLCV}, "bar", tf)  # type: ignore[dict-item]
     elif f == "binance_klines":
         names = ["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "trades",
                  "taker_buy_base", "taker_buy_quote", "ignore"]
         df = _read(path, header=False, names=names)
-        norm = _normalise(df, {"ts": ("open_time", "ts_ms"), **_OHLCV}, "bar", tf)  # type: ignore[dict-item]
+        norm = _normalise(df, {"ts_open": ("open_time", "ts_ms"), **_OHLCV}, "bar", tf)  # type: ignore[dict-item]
     elif f == "trades_frame":
         df = _read(path)
         spec_ = {"ts_event": ("timestamp", "ts_ms"), "price": ("price", "float"), "amount": ("amount", "float"),

@@ -1,0 +1,260 @@
+"""The `headrace` command line, run as a user runs it (a subprocess), on real data and a real embedded ClickHouse."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from conftest import ROOT, SHARED_DATA
+
+pytestmark = pytest.mark.slow
+
+BITTREX = SHARED_DATA / "ohlcv" / "bittrex"
+DEMO = ROOT / "data" / "demo" / "bittrex"
+SUMMARY_KEYS = {"run_id", "events_in", "events_quarantined", "bars", "orders", "fills", "fees", "final_equity",
+                "total_return", "sharpe", "max_drawdown", "turnover", "wall_s", "events_per_s"}
+FILL_COLUMNS = "event_id, instrument, side, price, amount, toUnixTimestamp64Nano(ts_event) AS ts_event"
+
+
+def headrace(*args: str, state: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "headrace.cli", *args, "--set", f"storage.state_dir={state}"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {res.returncode}:\n{res.stderr}")
+    return res
+
+
+def replay_json(*args: str, state: Path) -> dict[str, Any]:
+    out = headrace("replay", "--quiet", "--json", *args, state=state).stdout
+    summary = json.loads(out)  # exactly one JSON document: json.loads fails on anything else
+    assert isinstance(summary, dict)
+    return summary
+
+
+def query(sql: str, state: Path) -> list[dict[str, Any]]:
+    rows = json.loads(headrace("db", "query", sql, "--json", state=state).stdout)
+    assert isinstance(rows, list)
+    return rows
+
+
+def fills_of(run_id: str, state: Path) -> list[dict[str, Any]]:
+    return query(f"SELECT {FILL_COLUMNS} FROM fills FINAL WHERE run_id = '{run_id}' "
+                 "ORDER BY ts_event, instrument, event_id", state)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """The real 10-instrument Bittrex set replayed twice under two run ids, default config."""
+    if not BITTREX.exists():
+        pytest.skip("needs ../shared/data beside the repo")
+    state = tmp_path_factory.mktemp("state")
+    a = replay_json("--data", str(BITTREX), "--run-id", "run-a", state=state)
+    b = replay_json("--data", str(BITTREX), "--run-id", "run-b", state=state)
+    return state, a, b
+
+
+def test_replay_json_prints_one_object_with_the_contract_keys(two_runs: tuple[Path, dict, dict]) -> None:
+    _, a, _ = two_runs
+    assert SUMMARY_KEYS <= set(a)
+    assert a["run_id"] == "run-a"
+    assert a["events_in"] == 57546 and a["bars"] == 57546 and a["events_quarantined"] == 0
+    assert a["fills"] > 0 and a["orders"] >= a["fills"]
+    assert a["fees"] > 0 and a["final_equity"] > 0 and a["turnover"] > 0
+    assert a["total_return"] == pytest.approx(a["final_equity"] / 1.0 - 1.0)
+    assert 0 <= a["max_drawdown"] < 1 and isinstance(a["sharpe"], float)
+
+
+def test_summary_numbers_agree_with_the_rows_in_clickhouse(two_runs: tuple[Path, dict, dict]) -> None:
+    state, a, _ = two_runs
+    [row] = query("SELECT (SELECT count() FROM fills WHERE run_id = 'run-a') AS fills, "
+                  "(SELECT sum(fee) FROM fills WHERE run_id = 'run-a') AS fees, "
+                  "(SELECT argMax(equity, ts_event) FROM equity WHERE run_id = 'run-a') AS equity", state)
+    assert row["fills"] == a["fills"]  # a plain count(): no duplicates even without FINAL
+    assert row["fees"] == pytest.approx(a["fees"], rel=1e-9)  # one currency here (BTC), so fees add up
+    assert row["equity"] == a["final_equity"]
+
+
+def test_the_same_replay_under_two_run_ids_gives_identical_fills(two_runs: tuple[Path, dict, dict]) -> None:
+    state, a, b = two_runs
+    fa, fb = fills_of("run-a", state), fills_of("run-b", state)
+    assert len(fa) == a["fills"] > 0
+    assert fa == fb  # same event ids, instruments, sides, prices, amounts and times, in the same order
+    assert {k: v for k, v in a.items() if k not in ("run_id", "wall_s", "events_per_s")} == \
+        {k: v for k, v in b.items() if k not in ("run_id", "wall_s", "events_per_s")}
+
+
+def test_positions_json_lists_every_traded_instrument_with_marks_and_pnl(two_runs: tuple[Path, dict, dict]) -> None:
+    state, _, _ = two_runs
+    rows = json.loads(headrace("positions", "--run-id", "run-a", "--json", state=state).stdout)
+    traded = {r["instrument"] for r in query("SELECT DISTINCT instrument FROM fills WHERE run_id = 'run-a'", state)}
+    assert {r["instrument"] for r in rows} == traded
+    for r in rows:
+        assert r["venue"] == "bittrex" and r["quote"] == "BTC" and r["mark"] > 0
+        assert r["net_pnl"] == pytest.approx(r["realized_pnl"] + r["unrealized_pnl"] - r["fees"])
+        assert r["unrealized_pnl"] == pytest.approx(r["amount"] * (r["mark"] - r["avg_price"]), abs=1e-12)
+    table = headrace("positions", "--run-id", "run-a", state=state).stdout
+    assert "bittrex" in table and "net pnl" in table
+
+
+def test_db_query_json_is_an_array_of_objects_keyed_by_column(two_runs: tuple[Path, dict, dict]) -> None:
+    state, _, _ = two_runs
+    rows = query("SELECT run_id, status FROM runs FINAL WHERE run_id IN ('run-a', 'run-b') ORDER BY run_id", state)
+    assert rows == [{"run_id": "run-a", "status": "finished"}, {"run_id": "run-b", "status": "finished"}]
+
+
+def test_reusing_a_run_id_replaces_the_earlier_rows(tmp_path: Path) -> None:
+    first = replay_json("--data", str(DEMO / "ETH_BTC-5m.feather"), "--data", str(DEMO / "LTC_BTC-5m.feather"),
+                        "--run-id", "again", state=tmp_path)
+    second = replay_json("--data", str(DEMO / "ETH_BTC-5m.feather"), "--run-id", "again", state=tmp_path)
+    assert first["bars"] == 11520 and second["bars"] == 5760
+    [row] = query("SELECT count() AS n, uniqExact(instrument) AS k FROM bars WHERE run_id = 'again'", tmp_path)
+    assert row == {"n": 5760, "k": 1}
+
+
+# ---------------------------------------------------------------------------------------------------
+# bad input
+
+
+def write_bad_bars(folder: Path) -> int:
+    """A real Bittrex file as CSV with one malformed row of each kind; return how many are bad."""
+    raw = pl.read_ipc(DEMO / "ETH_BTC-5m.feather").head(400)
+    text = raw.with_columns(pl.col("date").dt.strftime("%Y-%m-%dT%H:%M:%S%z"), pl.all().exclude("date").cast(pl.Utf8))
+    rows = [list(r) for r in text.iter_rows()]
+    good = rows[10]
+    bad = [
+        [good[0], "abc", *good[2:]],                        # unparseable open
+        [good[0], good[1], good[2], good[3], good[4], ""],  # missing volume
+        [good[0], good[1], good[2], good[3], "nan", good[5]],  # non-finite close
+        [good[0], good[1], "inf", good[3], good[4], good[5]],  # non-finite high
+        [good[0], "0", *good[2:]],                          # non-positive open
+        [good[0], good[1], good[2], "-1.5", good[4], good[5]],  # non-positive low
+        [good[0], good[1], good[2], good[3], good[4], "-3"],    # negative volume
+        [good[0], good[1], "0.001", "0.2", good[4], good[5]],   # high < low
+        rows[5],                                            # timestamp going backwards (row 5 again after 300)
+        rows[300],                                          # duplicate of the row before it
+        ["not a date", *good[1:]],                          # unparseable timestamp
+    ]
+    out = rows[:301] + bad[-3:-1] + rows[301:320] + bad[:-3] + rows[320:] + [bad[-1]]
+    lines = [",".join(raw.columns)] + [",".join(r) for r in out]
+    (folder / "bittrex").mkdir(parents=True)
+    (folder / "bittrex" / "ETH_BTC-5m.csv").write_text("\n".join(lines) + "\n")
+    return len(bad)
+
+
+def write_bad_trades(folder: Path) -> int:
+    """Real Binance trades as CSV with malformed trades mixed in; return how many are bad."""
+    raw = pl.read_parquet(SHARED_DATA / "ticks/binance/btcusdt-trades.parquet").head(300)
+    df = raw.select(pl.col("timestamp").dt.epoch("ms").cast(pl.Utf8).alias("timestamp"),
+                    pl.col("trade_id").cast(pl.Utf8).alias("id"),
+                    pl.when(pl.col("buyer_maker") == "True").then(pl.lit("sell")).otherwise(pl.lit("buy")).alias("side"),
+                    pl.col("price").cast(pl.Utf8), pl.col("quantity").cast(pl.Utf8).alias("amount"))
+    rows = [list(r) for r in df.iter_rows()]
+    g = rows[50]
+    bad = [[g[0], "x1", g[2], g[3], "0"], [g[0], "x2", g[2], "-5", g[4]], [g[0], "x3", g[2], "inf", g[4]],
+           ["", "x4", g[2], g[3], g[4]], rows[50], [rows[10][0], "x5", g[2], g[3], g[4]]]
+    out = rows[:51] + bad + rows[51:]
+    (folder / "binance").mkdir(parents=True)
+    (folder / "binance" / "BTC_USDT-trades.csv").write_text(
+        "\n".join([",".join(df.columns)] + [",".join(r) for r in out]) + "\n")
+    return len(bad)
+
+
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="needs ../shared/data beside the repo")
+def test_malformed_rows_are_quarantined_with_reasons_and_the_run_completes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    n_bad = write_bad_bars(data) + write_bad_trades(data)
+    s = replay_json("--data", str(data), "--run-id", "bad", "--set", "account.currency=BTC",
+                    "--set", "account.fx_rates={USDT = 0.000025}", state=tmp_path / "state")
+    assert s["events_quarantined"] == n_bad
+    assert s["events_in"] == 400 + 11 + 300 + 6
+    rows = query("SELECT source, row, reason FROM quarantine FINAL WHERE run_id = 'bad' ORDER BY source, row",
+                 tmp_path / "state")
+    assert len(rows) == n_bad and all(r["reason"] for r in rows)
+    reasons = " | ".join(r["reason"] for r in rows)
+    for what in ("unparseable field 'open'", "missing field 'volume'", "non-finite close", "non-finite high",
+                 "non-positive open", "non-positive low", "negative volume", "high < low",
+                 "timestamp went backwards", "duplicate bar", "unparseable field 'ts_open' (column 'date'): 'not a date'",
+                 "non-positive amount", "non-positive price", "non-finite price", "missing field 'ts_event' (column 'timestamp')",
+                 "duplicate trade id"):
+        assert what in reasons, f"no quarantined row says {what!r}: {reasons}"
+    # the bar file's row 5 repeated late, and trade x5, go back in time
+    assert sum("went backwards" in r["reason"] for r in rows) == 2
+
+
+@pytest.mark.parametrize("args, key", [
+    (("--set", "sizing.max_weight=2"), "sizing.max_weight"),
+    (("--set", "sizing.max_wieght=0.1"), "sizing.max_wieght"),
+    (("--set", "account.latency_bars=-1"), "account.latency_bars"),
+    (("--set", "replay.timeframe=5 minutes"), "replay.timeframe"),
+])
+def test_bad_config_stops_at_start_naming_the_key(tmp_path: Path, args: tuple[str, ...], key: str) -> None:
+    res = headrace("replay", "--data", str(DEMO), *args, state=tmp_path, check=False)
+    assert res.returncode == 2 and res.stdout == ""
+    assert f"config key {key!r}" in res.stderr
+    assert not (tmp_path / "clickhouse").exists()  # stopped before touching the store
+
+
+def test_a_config_file_with_an_unknown_key_names_it(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[risk]\nmax_leverage = 2\n")
+    res = headrace("replay", "--data", str(DEMO), "--config", str(cfg), state=tmp_path, check=False)
+    assert res.returncode == 2 and "config key 'risk'" in res.stderr and "unknown key" in res.stderr
+
+
+def test_a_password_in_the_dsn_never_reaches_the_output(tmp_path: Path) -> None:
+    res = headrace("db", "init", "--db", "http://bob:hunter2secret@127.0.0.1:9/headrace", state=tmp_path, check=False)
+    assert res.returncode == 2
+    assert "hunter2secret" not in res.stderr + res.stdout and "bob:***@" in res.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# recovery
+
+
+def _source_offset(recovery: Path) -> int:
+    # the replay source's committed resume state (slice offset), read from Bytewax's recovery store
+    try:
+        with sqlite3.connect(f"file:{recovery / 'part-0.sqlite3'}?mode=ro", uri=True, timeout=0.1) as db:
+            row = db.execute("SELECT max(snap_epoch) FROM snaps WHERE step_id = 'headrace.market'").fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(row[0] or 0)
+
+
+@pytest.mark.skipif(not BITTREX.exists(), reason="needs ../shared/data beside the repo")
+def test_replay_killed_with_sigkill_and_started_again_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    state, recovery = tmp_path / "state", tmp_path / "recovery"
+    args = ["replay", "--data", str(BITTREX), "--recovery-dir", str(recovery), "--snapshot-s", "0.05", "--quiet",
+            "--json", "--set", "replay.chunk_rows=500", "--set", f"storage.state_dir={state}"]
+    proc = subprocess.Popen([sys.executable, "-m", "headrace.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while _source_offset(recovery) < 4 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    out, _ = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL and out == "", "the run finished before it could be killed"
+    run_id = json.loads((recovery / "headrace-run.json").read_text())["run_id"]
+
+    resumed = json.loads(subprocess.run([sys.executable, "-m", "headrace.cli", *args], cwd=ROOT,
+                                        capture_output=True, text=True, check=True, timeout=600).stdout)
+    straight = replay_json("--data", str(BITTREX), "--run-id", "straight", "--set", "replay.chunk_rows=500",
+                           state=state)
+    assert resumed["run_id"] == run_id
+    assert fills_of(run_id, state) == fills_of("straight", state) != []
+    assert resumed["final_equity"] == straight["final_equity"] and resumed["fills"] == straight["fills"]
+    [row] = query(f"SELECT (SELECT count() FROM fills WHERE run_id = '{run_id}') AS plain, "
+                  f"(SELECT uniqExact(event_id) FROM fills WHERE run_id = '{run_id}') AS unique_ids, "
+                  f"(SELECT count() FROM equity WHERE run_id = '{run_id}') AS equity_rows, "
+                  "(SELECT count() FROM equity WHERE run_id = 'straight') AS straight_equity_rows", state)
+    assert row["plain"] == row["unique_ids"] == straight["fills"]
+    assert row["equity_rows"] == row["straight_equity_rows"]
