@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench lint typecheck diagram clean
+.PHONY: demo test bench lint typecheck docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy headrace operators
 
-diagram: $(STAMP)
-	$(VENV)/bin/headrace diagram --write docs/flow.mmd
+docs: $(STAMP)
+	$(PY) -m headrace.docgen
 
 clean:
 	rm -rf state .pytest_cache
