@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check headrace operators flows sources sinks tests benchmarks
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy headrace operators
+	$(VENV)/bin/mypy headrace operators flows sources sinks
 
 docs: $(STAMP)
 	$(PY) -m headrace.docgen

@@ -10,7 +10,7 @@ from bytewax.dataflow import operator
 from bytewax.operators import KeyedStream, StatefulLogic
 
 E = TypeVar("E")
-O = TypeVar("O")  # noqa: E741
+O = TypeVar("O")
 S = TypeVar("S")
 
 
@@ -36,6 +36,6 @@ class _CoreLogic(StatefulLogic[E, O, S], Generic[E, O, S]):
 
 @operator
 def core_step(step_id: str, up: KeyedStream[E], fresh: Callable[[E], Any],
-              restore: Callable[[S], Any]) -> KeyedStream[O]:
+              restore: Callable[[Any], Any]) -> KeyedStream[O]:
     """Run one core per key: `fresh(first_item)` makes a new core, `restore(snapshot)` resumes one."""
     return op.stateful("core", up, lambda snap: _CoreLogic(fresh, None if snap is None else restore(snap)))

@@ -27,21 +27,30 @@ from dataclasses import dataclass
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.operators import KeyedStream
 from bytewax.outputs import Sink
 
+from flows._core_step import core_step
 from headrace.config import Config
-from headrace.events import CrossSection, FeatureBatch, MarketSlice, WrittenEvent, split_instrument
+from headrace.events import (
+    BarBatch,
+    CrossSection,
+    FeatureBatch,
+    MarketSlice,
+    Quarantined,
+    WrittenEvent,
+    split_instrument,
+)
 from operators.bars.bar_builder import BarBuilder
 from operators.execution.sim_venue import SimulatedVenue, VenueCosts
 from operators.features.bar_features import BarFeatures
 from operators.portfolio.cross_section import CrossSectionCore
 from operators.portfolio.sizing import VolTargetSizer
-from operators.positions.account import Account
+from operators.positions.account import Account, AccountOut
 from operators.positions.fx import FxTable, infer_currency
 from operators.signals.momentum import CrossSectionalMomentum
 from operators.validation.market_checks import MarketValidator
-from flows._core_step import core_step
 from sinks.clickhouse import ClickHouseSink
 from sources.replay import Progress, ReplaySource
 from sources.replay_plan import ReplayPlan
@@ -93,14 +102,14 @@ def build_flow(plan: ReplayPlan, config: Config, run_id: str, *, dsn: str | None
     market = op.input("market", flow, source or ReplaySource(plan, progress))
     by_instrument = op.key_on("key_instrument", market, lambda s: s.instrument)
 
-    checked = op.key_rm("checked_values", core_step(
+    checked: Stream[MarketSlice | Quarantined] = op.key_rm("checked_values", core_step(
         "validate", by_instrument, lambda _: MarketValidator(), MarketValidator.restore))
     split = op.branch("split_quarantine", checked, lambda x: isinstance(x, MarketSlice))
     clean = op.key_on("key_clean", split.trues, lambda s: s.instrument)
 
-    bars = core_step("bars", clean, lambda s: BarBuilder(s.instrument, tf),
+    bars: KeyedStream[BarBatch] = core_step("bars", clean, lambda s: BarBuilder(s.instrument, tf),
                      lambda snap: BarBuilder.restore(tf, snap))
-    features = core_step(
+    features: KeyedStream[FeatureBatch] = core_step(
         "features", bars,
         lambda _: BarFeatures(feats_cfg.vol_halflife_bars, feats_cfg.momentum_lookback_bars),
         lambda snap: BarFeatures.restore(feats_cfg.vol_halflife_bars, feats_cfg.momentum_lookback_bars, snap))
@@ -109,7 +118,7 @@ def build_flow(plan: ReplayPlan, config: Config, run_id: str, *, dsn: str | None
     def new_cross_section(_: object) -> CrossSectionCore:
         return CrossSectionCore(w.universe, signal, sizer, strat.rebalance_bars, strat.min_instruments)
 
-    cross = op.key_rm("cross_section_values", core_step(
+    cross: Stream[CrossSection] = op.key_rm("cross_section_values", core_step(
         "cross_section", op.key_on("key_portfolio", feature_batches, lambda _: "portfolio"), new_cross_section,
         lambda snap: CrossSectionCore.restore(w.universe, signal, sizer, strat.rebalance_bars,
                                               strat.min_instruments, snap)))
@@ -117,7 +126,7 @@ def build_flow(plan: ReplayPlan, config: Config, run_id: str, *, dsn: str | None
     def new_account(_: object) -> Account:
         return Account(acct.id, w.venues, w.fx, w.sim, acct.initial_cash, acct.latency_bars, siz.min_trade_weight)
 
-    account = op.key_rm("account_values", core_step(
+    account: Stream[AccountOut] = op.key_rm("account_values", core_step(
         "account", op.key_on("key_account", cross, lambda _: acct.id), new_account,
         lambda snap: Account.restore(acct.id, w.venues, w.fx, w.sim, acct.initial_cash, acct.latency_bars,
                                      siz.min_trade_weight, snap)))

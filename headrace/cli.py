@@ -257,7 +257,7 @@ def db_query(
         rows = store.query(sql)
     except HeadraceError as e:
         raise _fail(e) from None
-    except Exception as e:  # a ClickHouse error in the user's SQL
+    except Exception as e:  # noqa: BLE001 - a ClickHouse error in the user's SQL: show its first line
         raise _fail(Exception(str(e).splitlines()[0])) from None
     if as_json:
         print(json.dumps(rows, default=_json_default))

@@ -256,7 +256,7 @@ def _build(cls: type[Any], raw: Any, prefix: str) -> Any:
 
 def _value(tp: Any, v: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, v, f"{key}.")
     if origin is dict:
         _, vt = typing.get_args(tp)
@@ -295,7 +295,8 @@ def describe(cls: type[Any] = Config, prefix: str = "") -> list[tuple[str, str, 
         elif f.name == "venues":
             out += describe(VenueConfig, f"{prefix}venues.<name>.")
         else:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            factory: Callable[[], Any] = f.default_factory  # type: ignore[assignment]
+            default = f.default if f.default is not dataclasses.MISSING else factory()
             out.append((f"{prefix}{f.name}", repr(default), str(f.metadata.get("help", ""))))
     return out
 

@@ -12,16 +12,16 @@ from typing import Protocol, TypeVar
 from headrace.errors import SnapshotVersionError
 
 E_contra = TypeVar("E_contra", contravariant=True)
-O_co = TypeVar("O_co", covariant=True)
+O = TypeVar("O")  # invariant: update returns a list
 S_co = TypeVar("S_co", covariant=True)
 
 
-class Core(Protocol[E_contra, O_co, S_co]):
+class Core(Protocol[E_contra, O, S_co]):
     """A stateful step: consumes items of one key, returns what they cause."""
 
-    def update(self, item: E_contra) -> list[O_co]: ...
+    def update(self, item: E_contra) -> list[O]: ...
 
-    def flush(self) -> list[O_co]: ...
+    def flush(self) -> list[O]: ...
 
     def snapshot(self) -> S_co: ...
 

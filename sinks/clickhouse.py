@@ -207,11 +207,8 @@ class _Partition(StatefulSinkPartition[WrittenEvent | Sequence[WrittenEvent], No
 
     def write_batch(self, values: list[WrittenEvent | Sequence[WrittenEvent]]) -> None:
         for v in values:
-            if isinstance(v, (list, tuple)):
-                for e in v:
-                    self.buffers[table_of(e)].append(e)
-            else:
-                self.buffers[table_of(v)].append(v)
+            for e in v if isinstance(v, (list, tuple)) else (v,):
+                self.buffers[table_of(e)].append(e)
         for table in [t for t, rows in self.buffers.items() if len(rows) >= self.batch_rows]:
             self._flush(table)
 

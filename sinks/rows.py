@@ -12,7 +12,17 @@ from typing import Any
 import pyarrow as pa
 
 from headrace.events import (
-    Bar, Equity, Features, Fill, Order, Position, Quarantined, Signal, Target, WrittenEvent, split_instrument,
+    Bar,
+    Equity,
+    Features,
+    Fill,
+    Order,
+    Position,
+    Quarantined,
+    Signal,
+    Target,
+    WrittenEvent,
+    split_instrument,
 )
 
 TS = pa.timestamp("ns", tz="UTC")

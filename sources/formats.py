@@ -74,7 +74,7 @@ def discover(paths: Sequence[str]) -> list[str]:
         cands = [path] if path.is_file() else [x for x in path.rglob("*") if x.is_file()]
         for f in cands:
             name = f.name.lower()
-            if name.startswith(".") or not name.endswith(_EXTS) or name.startswith("metadata"):
+            if name.startswith((".", "metadata")) or not name.endswith(_EXTS):
                 continue
             out.add(str(f))
     return sorted(out)
@@ -320,10 +320,8 @@ def _read_file(spec: FileSpec) -> list[ParsedFrame]:
     if f == "ohlcv_frame":
         df = _read(path)
         ts_col = "date" if "date" in df.columns else "timestamp"
-        how: _Parse = "ts_ms" if df.schema.get(ts_col) in (pl.Int64, pl.Utf8, pl.String) and \
-            not isinstance(df.schema.get(ts_col), pl.Datetime) else "ts_ms"
-        if df.schema.get(ts_col) == pl.Utf8:
-            how = "ts_any"
+        # a Datetime column converts whatever `how` says; integers are ccxt milliseconds; text is ISO
+        how: _Parse = "ts_any" if df.schema.get(ts_col) == pl.Utf8 else "ts_ms"
         norm = _normalise(df, {"ts_open": (ts_col, how), **_OHLCV}, "bar", tf)  # type: ignore[dict-item]
     elif f == "kraken_ohlcvt":
         df = _read(path, header=False, names=["timestamp", "open", "high", "low", "close", "volume", "trades"])

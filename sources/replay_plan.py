@@ -26,7 +26,13 @@ import polars as pl
 
 from headrace.errors import DataSourceError
 from headrace.events import (
-    BarChunk, MarketSlice, Provenance, Quarantined, QuoteChunk, TradeChunk, split_instrument,
+    BarChunk,
+    MarketSlice,
+    Provenance,
+    Quarantined,
+    QuoteChunk,
+    TradeChunk,
+    split_instrument,
 )
 from sources.formats import ParsedFrame
 
@@ -43,7 +49,7 @@ class _Stream:
     # one instrument and kind: columns sorted by merge key, and where each slice ends
     instrument: str
     kind: str
-    columns: dict[str, np.ndarray]
+    columns: dict[str, np.ndarray | None]  # trade_id is None when the venue gives no ids
     file_index: np.ndarray
     row: np.ndarray
     bounds: np.ndarray  # bounds[j] = end (exclusive) of slice j
@@ -112,7 +118,7 @@ class ReplayPlan:
         streams = []
         for inst, kind, d in keys:
             mk = d["merge_key"].to_numpy()
-            cols = {}
+            cols: dict[str, np.ndarray | None] = {}
             for c in _COLUMNS[kind]:
                 s = d[c]
                 if c == "trade_id":

@@ -42,9 +42,9 @@ class ReplayedRun:
 def replayed_run(tmp_path_factory: pytest.TempPathFactory) -> ReplayedRun:
     """The first 600 bars of the 10 real Bittrex instruments replayed (small strategy) into chDB on disk."""
     from bytewax.testing import run_main
-    from helpers import demo_plan, small_config
 
     from flows.trading import build_flow
+    from helpers import demo_plan, small_config
     from sinks.clickhouse import Store
 
     dsn = f"chdb://{tmp_path_factory.mktemp('clickhouse')}"

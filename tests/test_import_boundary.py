@@ -12,9 +12,9 @@ def bytewax_imports(path: Path) -> list[int]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     lines = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "bytewax" for a in node.names):
-            lines.append(node.lineno)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "bytewax":
+        plain = isinstance(node, ast.Import) and any(a.name.split(".")[0] == "bytewax" for a in node.names)
+        from_ = isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "bytewax"
+        if plain or from_:
             lines.append(node.lineno)
     return lines
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from headrace.errors import ConfigError, InvariantError
-from headrace.events import Bar, BarBatch, BarChunk, F64, I64, MarketSlice, QuoteChunk, TradeChunk
+from headrace.events import F64, I64, Bar, BarBatch, BarChunk, MarketSlice, QuoteChunk, TradeChunk
 from operators.base import check_version
 
 
@@ -157,7 +157,8 @@ class BarBuilder:
         return out
 
     def snapshot(self) -> BarBuilderSnap:
-        return BarBuilderSnap(version=1, instrument=self.instrument, trades=tuple(self._trades[k] for k in sorted(self._trades)),
+        return BarBuilderSnap(version=1, instrument=self.instrument,
+                              trades=tuple(self._trades[k] for k in sorted(self._trades)),
                               quotes=tuple(self._quotes[k] for k in sorted(self._quotes)),
                               last_bid=self._last_bid, last_ask=self._last_ask, last_recorded=self._last_recorded)
 

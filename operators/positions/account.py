@@ -175,7 +175,7 @@ class Account:
                      reason="rebalance", target_weight=weight)
 
     def _fill(self, order: Order, fill: Fill) -> Fill:
-        venue, _, base, quote = split_instrument(order.instrument)
+        venue, _, _, quote = split_instrument(order.instrument)
         signed_cash = -fill.notional if fill.side == "buy" else fill.notional
         self._cash[(venue, quote)] = self._cash.get((venue, quote), 0.0) + signed_cash - fill.fee
         self._holdings[order.instrument] = self._holdings.get(order.instrument, Holding()).apply(fill)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from conftest import ReplayedRun
 
+from conftest import ReplayedRun
 from headrace.events import Fill, Quarantined
 from sinks.clickhouse import TABLES, Store, ddl_statements
 from sinks.rows import to_arrow

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from helpers import bar, market_slice, trades
 
 from headrace.events import BarBatch, CrossSection, Target
+from helpers import bar, market_slice, trades
 from operators.bars.bar_builder import BarBuilder
 from operators.execution.sim_venue import SimulatedVenue, VenueCosts
 from operators.features.bar_features import BarFeatures
@@ -21,7 +21,7 @@ from operators.positions.fx import FxTable
 from operators.signals.momentum import CrossSectionalMomentum
 from operators.validation.market_checks import MarketValidator
 
-I = "v:A/Q"  # noqa: E741
+I = "v:A/Q"
 SIZER = VolTargetSizer(0.5, 0.5, 1.0, False)
 SIM = SimulatedVenue({"v": VenueCosts(10.0, 5.0)})
 FX = FxTable.resolve("Q", [I], {})

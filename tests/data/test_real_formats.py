@@ -7,12 +7,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import SHARED_DATA
 
+from conftest import SHARED_DATA
 from headrace.errors import DataSourceError
+from headrace.events import MarketSlice
 from operators.bars.bar_builder import BarBuilder
 from operators.validation.market_checks import MarketValidator
-from headrace.events import MarketSlice
 from sources.formats import identify, read_paths
 from sources.replay_plan import ReplayPlan
 
@@ -40,7 +40,8 @@ def test_freqtrade_feather_bars_keep_values_and_open_times() -> None:
 
 def test_kraken_headerless_ohlcvt_is_seconds_and_names_kraken() -> None:
     path = SHARED_DATA / "cross_venue/kraken/XBTUSD_5.csv.gz"
-    first = gzip.open(path, "rt").readline().strip().split(",")
+    with gzip.open(path, "rt") as f:
+        first = f.readline().strip().split(",")
     [frame] = read_paths([str(path)])
     assert frame.instrument == "kraken:BTC/USD" and frame.timeframe_ns == 300 * 10**9
     row = frame.frame.row(0, named=True)

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from helpers import demo_plan as _demo_plan
 
+from helpers import demo_plan as _demo_plan
 from sources.replay_plan import ReplayPlan
 
 

@@ -10,11 +10,11 @@ import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 from bytewax.testing import TestingSink, run_main
-from helpers import small_config
 
 from flows.trading import build_flow, wiring
 from headrace.config import Config
-from headrace.events import Fill, MarketSlice, Quarantined
+from headrace.events import Fill, MarketSlice
+from helpers import small_config
 from operators.bars.bar_builder import BarBuilder
 from operators.features.bar_features import BarFeatures
 from operators.portfolio.cross_section import CrossSectionCore

@@ -4,10 +4,10 @@ import pickle
 
 import numpy as np
 import polars as pl
-from helpers import market_slice, quotes, trades
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers import market_slice, quotes, trades
 from operators.bars.bar_builder import BarBuilder
 
 TF = 10
@@ -53,7 +53,8 @@ def test_bars_from_trades_equal_a_polars_group_by(stream) -> None:
     assert [b.ts_open for b in got] == expected["start"].to_list()
     assert [b.ts_event - b.ts_open for b in got] == [TF] * len(got)
     for b, row in zip(got, expected.iter_rows(named=True)):
-        assert (b.open, b.high, b.low, b.close, b.trades) == (row["open"], row["high"], row["low"], row["close"], row["n"])
+        expected_row = (row["open"], row["high"], row["low"], row["close"], row["n"])
+        assert (b.open, b.high, b.low, b.close, b.trades) == expected_row
         assert np.isclose(b.volume, row["volume"], rtol=1e-12)
 
 

@@ -4,11 +4,11 @@ import math
 import pickle
 
 import polars as pl
-from helpers import bar
 from hypothesis import given
 from hypothesis import strategies as st
 
 from headrace.events import BarBatch
+from helpers import bar
 from operators.features.bar_features import BarFeatures
 
 closes_st = st.lists(st.floats(0.5, 2.0), min_size=1, max_size=120)

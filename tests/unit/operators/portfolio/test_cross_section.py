@@ -4,11 +4,11 @@ import math
 import pickle
 import random
 
-from helpers import bar
 from hypothesis import given
 from hypothesis import strategies as st
 
 from headrace.events import BarBatch, FeatureBatch
+from helpers import bar
 from operators.features.bar_features import BarFeatures
 from operators.portfolio.cross_section import CrossSectionCore
 from operators.portfolio.sizing import VolTargetSizer

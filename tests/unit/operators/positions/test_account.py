@@ -3,11 +3,11 @@ from __future__ import annotations
 import math
 import pickle
 
-from helpers import bar
 from hypothesis import given
 from hypothesis import strategies as st
 
 from headrace.events import CrossSection, Equity, Fill, Order, Position, Target
+from helpers import bar
 from operators.execution.sim_venue import SimulatedVenue, VenueCosts
 from operators.positions.account import Account, Holding
 from operators.positions.fx import FxTable

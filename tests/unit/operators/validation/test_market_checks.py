@@ -3,11 +3,11 @@ from __future__ import annotations
 import json
 import pickle
 
-from helpers import market_slice, quotes, trades
 from hypothesis import given
 from hypothesis import strategies as st
 
 from headrace.events import MarketSlice, Quarantined
+from helpers import market_slice, quotes, trades
 from operators.validation.market_checks import MarketValidator
 
 INST = "x:A/B"
