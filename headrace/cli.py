@@ -119,7 +119,7 @@ def _replay(data: list[str], config_path: Path | None, overrides: list[str] | No
     if not resuming:
         _forget_run(store, run_id)
     now = datetime.now(UTC)
-    run_row = [run_id, "replay", "running", now, now, json.dumps(config.to_dict()),
+    run_row = [run_id, "replay", "running", now, now, json.dumps(config.to_dict(redacted=True)),
                json.dumps([str(Path(p)) for p in data]), "{}"]
     columns = ["run_id", "mode", "status", "started_at", "updated_at", "config", "data", "summary"]
     store.insert_rows("runs", [run_row], columns)
@@ -137,6 +137,10 @@ def _replay(data: list[str], config_path: Path | None, overrides: list[str] | No
             run(flow, workers=workers, epoch_s=snapshot_s, recovery_dir=recovery_dir)
         except Exception as e:
             cause = e.__cause__ or e
+            run_row[2], run_row[4] = "failed", datetime.now(UTC)
+            run_row[7] = json.dumps({"error": f"{type(cause).__name__}: {cause}"[:2000]})
+            store.insert_rows("runs", [run_row], columns)
+            logger.error("replay failed run_id=%s error=%s", run_id, type(cause).__name__)
             if isinstance(cause, HeadraceError):
                 raise cause from e
             raise

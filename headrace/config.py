@@ -47,7 +47,9 @@ def _timeframe_check(v: Any) -> str | None:
 
 
 def _dsn_check(v: Any) -> str | None:
-    if v == "" or re.match(r"^(chdb|https?|clickhouse)://", v):
+    if re.match(r"^https?://[^/@:]+:[^@]*@", v):
+        return "must not hold a password (secrets never live in config): set HEADRACE_CLICKHOUSE_PASSWORD"
+    if v == "" or re.match(r"^(chdb|https?)://", v):
         return None
     return "must be empty (embedded chDB in the state dir) or a chdb://, http:// or https:// DSN"
 
@@ -164,8 +166,12 @@ class Config:
             return self.storage.dsn
         return f"chdb://{Path(self.storage.state_dir).resolve() / 'clickhouse'}"
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def to_dict(self, *, redacted: bool = False) -> dict[str, Any]:
+        """Return the config as plain data; `redacted` masks any password in the DSN (for storing and logs)."""
+        out = dataclasses.asdict(self)
+        if redacted:
+            out["storage"]["dsn"] = re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", out["storage"]["dsn"])
+        return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -250,7 +256,8 @@ def _build(cls: type[Any], raw: Any, prefix: str) -> Any:
         check = f.metadata.get("check")
         reason = check(kwargs[name]) if check else None
         if reason:
-            raise ConfigError(key, f"{reason}, was {raw[name]!r}")
+            shown = re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", repr(raw[name]))  # never echo a password
+            raise ConfigError(key, f"{reason}, was {shown}")
     return cls(**kwargs)
 
 

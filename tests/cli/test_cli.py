@@ -262,3 +262,21 @@ def test_replay_killed_with_sigkill_and_started_again_equals_an_uninterrupted_ru
                   "(SELECT count() FROM equity WHERE run_id = 'straight') AS straight_equity_rows", state)
     assert row["plain"] == row["unique_ids"] == straight["fills"]
     assert row["equity_rows"] == row["straight_equity_rows"]
+
+
+def test_a_password_in_the_config_dsn_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    res = headrace("db", "init", "--set", 'storage.dsn="http://bob:hunter2secret@127.0.0.1:9/headrace"',
+                   state=tmp_path, check=False)
+    assert res.returncode == 2 and "config key 'storage.dsn'" in res.stderr
+    assert "HEADRACE_CLICKHOUSE_PASSWORD" in res.stderr and "hunter2secret" not in res.stderr + res.stdout
+
+
+def test_bytewax_own_runner_runs_the_same_flow(tmp_path: Path) -> None:
+    env = {**os.environ, "HEADRACE_DATA": f"{DEMO / 'ETH_BTC-5m.feather'}:{DEMO / 'LTC_BTC-5m.feather'}",
+           "HEADRACE_RUN_ID": "bytewax-run"}
+    subprocess.run([sys.executable, "-m", "bytewax.run", "flows.trading:flow"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True, timeout=300)
+    via_cli = replay_json("--data", str(DEMO / "ETH_BTC-5m.feather"), "--data", str(DEMO / "LTC_BTC-5m.feather"),
+                          "--run-id", "cli-run", state=tmp_path / "state")
+    assert via_cli["fills"] > 0
+    assert fills_of("bytewax-run", tmp_path / "state") == fills_of("cli-run", tmp_path / "state")
