@@ -29,6 +29,8 @@ from headrace.errors import HeadraceError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="headrace: a streaming trading engine.")
 db_app = typer.Typer(no_args_is_help=True, help="The ClickHouse store: create tables, run SQL.")
 app.add_typer(db_app, name="db")
+dashboards_app = typer.Typer(no_args_is_help=True, help="Grafana dashboards: push them to a Grafana server.")
+app.add_typer(dashboards_app, name="dashboards")
 
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 240)  # piped: no truncated tables
 err = Console(stderr=True)
@@ -272,6 +274,30 @@ def db_query(
     for r in rows:
         t.add_row(*(str(v) for v in r.values()))
     out.print(t)
+
+
+@dashboards_app.command("push")
+def dashboards_push(
+    url: Annotated[str, typer.Option("--url", envvar="HEADRACE_GRAFANA_URL", help="Grafana base URL")],
+    directory: Annotated[Path | None, typer.Option("--dir", help="folder of dashboard JSON (default: dashboards/)")]
+    = None,
+    folder_uid: Annotated[str | None, typer.Option("--folder-uid", help="Grafana folder to put them in")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Upload every dashboard, replacing ones with the same uid; the token comes from HEADRACE_GRAFANA_TOKEN."""
+    from dataclasses import asdict
+
+    from headrace.dashboards import DASHBOARD_DIR, push
+
+    try:
+        pushed = push(directory or DASHBOARD_DIR, url, folder_uid=folder_uid)
+    except HeadraceError as e:
+        raise _fail(e) from None
+    if as_json:
+        print(json.dumps([asdict(p) for p in pushed]))
+        return
+    for p in pushed:
+        out.print(f"{p.status}: {p.title} ({p.uid}) version {p.version} at {p.url}")
 
 
 @app.command()

@@ -250,9 +250,10 @@ def _parse_args(text: str) -> tuple[list[str] | None, int]:
 def _interpolate_macros(sql: str, q: _Query) -> str:
     for name in sorted(_MACROS, key=len, reverse=True):  # longest first, as sqlutil.Interpolate
         # `\b` like Go's RE2: ASCII word characters only
-        for m in list(re.finditer(rf"\$__{re.escape(name)}\b", sql, flags=re.ASCII)):
-            args, length = _parse_args(sql[m.end():])
-            full = sql[m.start():m.end() + length]
+        text = sql  # matches and their arguments are read from the SQL as it was before this macro
+        for m in list(re.finditer(rf"\$__{re.escape(name)}\b", text, flags=re.ASCII)):
+            args, length = _parse_args(text[m.end():])
+            full = text[m.start():m.end() + length]
             sql = sql.replace(full, _MACROS[name](q, args))
     return sql
 
@@ -294,7 +295,7 @@ def expand_macros(
     """Return `sql` as the Grafana ClickHouse plugin sends it to ClickHouse.
 
     Template variables are replaced first (as Grafana's browser side does), then the plugin's macros
-    (as its backend does); see the comment above `_MACROS` for the sources followed.
+    (as its backend does); the comment opening this section of the module names the sources followed.
 
     Parameters
     ----------
@@ -404,7 +405,8 @@ def push(
     safe = _safe_url(url)  # any user:password in `url` is dropped: the token authenticates
     parts = urlsplit(safe)
     # grafana-client joins "<path prefix>api" without a slash: give a sub-path its trailing slash
-    base = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" if parts.path.strip("/") else "", "", ""))
+    prefix = parts.path.rstrip("/") + "/" if parts.path.strip("/") else ""
+    base = urlunsplit((parts.scheme, parts.netloc, prefix, "", ""))
     dashboards = load_dashboards(dashboard_dir)
     api = GrafanaApi.from_url(url=base, credential=token, timeout=timeout_s)
     out = []
