@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,8 +14,12 @@ from bytewax.run import cli_main
 def run(flow: Dataflow, *, workers: int = 1, epoch_s: float = 10.0, recovery_dir: Path | None = None) -> None:
     """Run `flow` in this process with `workers` threads; snapshot to `recovery_dir` every epoch."""
     recovery = RecoveryConfig(str(recovery_dir)) if recovery_dir is not None else None
-    cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=epoch_s),
-             recovery_config=recovery)
+    gc.freeze()  # the plan and everything loaded so far live all run: keep the collector from rescanning them
+    try:
+        cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=epoch_s),
+                 recovery_config=recovery)
+    finally:
+        gc.unfreeze()
 
 
 def init_recovery(recovery_dir: Path, partitions: int = 1) -> None:

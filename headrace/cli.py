@@ -147,7 +147,8 @@ def _replay(data: list[str], config_path: Path | None, overrides: list[str] | No
                 raise cause from e
             raise
     store.wait_for_mutations()  # deletes of an earlier run under this id (started before the flow)
-    store.optimize()
+    if resuming:  # only a resumed run can have written rows twice; readers use FINAL in any case
+        store.optimize(run_id=run_id)
     wall = time.perf_counter() - t0
     if config.account.initial_cash <= 0:  # pragma: no cover - validated
         raise ConfigError("account.initial_cash", "must be > 0")

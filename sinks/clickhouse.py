@@ -149,11 +149,22 @@ class Store:
                                    f"after {timeout_s:.0f} s; see system.mutations")
             time.sleep(0.05)
 
-    def optimize(self, tables: Iterable[str] = TABLES) -> None:
-        """Merge away rows written twice (a resumed run), so even a plain count() sees each once."""
+    def optimize(self, tables: Iterable[str] = TABLES, *, run_id: str | None = None) -> None:
+        """Merge away rows written twice (a resumed run), so even a plain count() sees each once.
+
+        With `run_id`, only the partitions holding that run's rows are merged (a server holding months of
+        other runs is not rewritten for one).
+        """
         with self.lock:
             for t in tables:
-                self.client.command(f"OPTIMIZE TABLE {t} FINAL")
+                if run_id is None:
+                    self.client.command(f"OPTIMIZE TABLE {t} FINAL")
+                    continue
+                parts = self.client.query(f"SELECT DISTINCT _partition_id FROM {t} WHERE run_id = {{run:String}}",
+                                          parameters={"run": run_id}).result_rows
+                for (part,) in sorted(parts):
+                    self.client.command(f"OPTIMIZE TABLE {t} PARTITION ID {{p:String}} FINAL",
+                                        parameters={"p": part})
 
 
 def _open_chdb(dsn: str) -> Any:

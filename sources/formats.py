@@ -240,7 +240,8 @@ def _normalise(df: pl.DataFrame, spec: dict[str, tuple[str, _Parse]], kind: Kind
         if t in optional or how in ("side", "buyer_maker"):
             continue
         raw = pl.col(s)
-        is_missing = raw.is_null() | (raw.cast(pl.Utf8).str.strip_chars() == "")
+        typed = df.schema[s].is_numeric() or df.schema[s].is_temporal()  # only text can be blank
+        is_missing = raw.is_null() if typed else raw.is_null() | (raw.cast(pl.Utf8).str.strip_chars() == "")
         field_name = repr(t) if t == s else f"{t!r} (column {s!r})"
         checks.append((is_missing, pl.lit(f"missing field {field_name}")))
         checks.append((pl.col(f"__{t}").is_null(),

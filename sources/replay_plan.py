@@ -106,7 +106,7 @@ class ReplayPlan:
                 for (inst, kind), parts in sorted(by_stream.items())]
         bad_all = (pl.concat(bad_parts, how="vertical_relaxed").sort(["merge_key", "file_index", "row"])
                    if bad_parts else None)
-        all_keys = np.sort(np.concatenate(
+        all_keys = np.sort(kind="stable", a=np.concatenate(
             [d["merge_key"].to_numpy() for _, _, d in keys]
             + ([bad_all["merge_key"].to_numpy()] if bad_all is not None else [])))
         if len(all_keys) == 0:

@@ -1,7 +1,8 @@
 -- headrace tables. Applied idempotently by `headrace db init` and at the start of every run.
 -- Every row carries run_id and a deterministic event_id. Tables are ReplacingMergeTree ordered by a key
 -- that ends in event_id, so a row written twice (a resumed run re-sending what it wrote before the crash)
--- collapses to one: queries read with FINAL, and a finished replay runs OPTIMIZE ... FINAL on its tables.
+-- collapses to one: queries read with FINAL, and a resumed replay runs OPTIMIZE ... FINAL on the partitions it wrote.
+-- Partitions are months of ts_event (days made a replay write ~8 files per day of data: slow, for nothing).
 -- Times are DateTime64(9, 'UTC') (epoch ns in the engine). Money is Float64 in the unit the column names.
 
 CREATE TABLE IF NOT EXISTS runs
@@ -36,7 +37,7 @@ CREATE TABLE IF NOT EXISTS bars
     ask         Nullable(Float64)
 )
 ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMMDD(ts_event)
+PARTITION BY toYYYYMM(ts_event)
 ORDER BY (run_id, instrument, ts_event, event_id);
 
 CREATE TABLE IF NOT EXISTS features
@@ -51,7 +52,7 @@ CREATE TABLE IF NOT EXISTS features
     momentum    Nullable(Float64)                 -- log return over the lookback
 )
 ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMMDD(ts_event)
+PARTITION BY toYYYYMM(ts_event)
 ORDER BY (run_id, instrument, ts_event, event_id);
 
 CREATE TABLE IF NOT EXISTS signals
@@ -64,7 +65,7 @@ CREATE TABLE IF NOT EXISTS signals
     score       Float64
 )
 ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMMDD(ts_event)
+PARTITION BY toYYYYMM(ts_event)
 ORDER BY (run_id, instrument, ts_event, event_id);
 
 CREATE TABLE IF NOT EXISTS targets
@@ -78,7 +79,7 @@ CREATE TABLE IF NOT EXISTS targets
     volatility  Nullable(Float64)
 )
 ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMMDD(ts_event)
+PARTITION BY toYYYYMM(ts_event)
 ORDER BY (run_id, instrument, ts_event, event_id);
 
 CREATE TABLE IF NOT EXISTS orders
@@ -95,7 +96,7 @@ CREATE TABLE IF NOT EXISTS orders
     target_weight Float64
 )
 ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMMDD(ts_event)
+PARTITION BY toYYYYMM(ts_event)
 ORDER BY (run_id, instrument, ts_event, event_id);
 
 CREATE TABLE IF NOT EXISTS fills
@@ -117,7 +118,7 @@ CREATE TABLE IF NOT EXISTS fills
     slippage_bps  Float64
 )
 ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMMDD(ts_event)
+PARTITION BY toYYYYMM(ts_event)
 ORDER BY (run_id, instrument, ts_event, event_id);
 
 CREATE TABLE IF NOT EXISTS positions
@@ -139,7 +140,7 @@ CREATE TABLE IF NOT EXISTS positions
     value_account   Float64                       -- amount * mark in the account currency
 )
 ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMMDD(ts_event)
+PARTITION BY toYYYYMM(ts_event)
 ORDER BY (run_id, account, instrument, ts_event, event_id);
 
 CREATE TABLE IF NOT EXISTS equity
@@ -157,7 +158,7 @@ CREATE TABLE IF NOT EXISTS equity
     currency        LowCardinality(String)
 )
 ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMMDD(ts_event)
+PARTITION BY toYYYYMM(ts_event)
 ORDER BY (run_id, account, ts_event, event_id);
 
 CREATE TABLE IF NOT EXISTS quarantine
