@@ -5,7 +5,8 @@ What runs (see benchmarks/README.md for every printed line):
 - the demo bars, ``data/demo/bittrex`` (10 instruments, 57,546 real 5-minute bars), through the whole
   flow with the default config (as ``make demo``) and the real ClickHouse sink writing to an embedded
   chDB in a temp dir: flow only (plan built before the timer), end to end (file reading and plan
-  building included), and with the sink replaced by one that drops;
+  building included), and with the sink replaced by one that drops; then ``headrace replay`` itself,
+  as ``make demo`` runs it, in a fresh process per run (its own reported throughput and the wall time);
 - a synthetic tick set, ``sources.synthetic.generate(2_000_000, seed=7)`` (10 instruments, two venues,
   trades and quotes), written to Parquet in the temp dir before any timer, then replayed the same three
   ways (end to end = ``read_paths`` of those files + ``ReplayPlan.build`` + the flow);
@@ -14,10 +15,13 @@ What runs (see benchmarks/README.md for every printed line):
   ``key_on`` -> dropping sink, so the ratios show what the engine and our operators cost.
 
 Each figure is the median of 3 timed repeats (``time.perf_counter()``) after an untimed warm-up (the
-tick paths warm up on a 200,000-event set). Flows run through ``flows.runner.run`` with one worker and
-10 s epochs, like ``headrace replay`` without a recovery dir. All repeats share one temp chDB
-directory, each with its own run id (chDB serves one path per process); rows written are checked after
-the timers. Nothing is written outside the temp dir.
+tick paths warm up on a 200,000-event set). The repeats of one data set's cases are interleaved, so a
+machine that slows down for a while (the chDB inserts are sensitive to it) slows every case alike.
+Flows run through ``flows.runner.run`` with one worker and 10 s epochs, like ``headrace replay``
+without a recovery dir. All repeats share one temp chDB directory, each with its own run id (chDB
+serves one path per process); after every run that wrote to it, ``Store.optimize()`` runs untimed, as
+the CLI does after its flow, so one repeat's background merges do not land in the next one's timer.
+Rows written are checked after the timers. Nothing is written outside temp dirs.
 
 Targets (the issue): >= 500,000 tick events/s for the tick set and >= 20,000 bars/s for bar input, on
 one worker. For reference only, not measured here: NautilusTrader 1.231 replays about 66-69 k quote
@@ -28,8 +32,10 @@ stdout carries only ``name: value`` lines; progress and diagnostics go to stderr
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -133,19 +139,34 @@ def replay_source_flow(plan: ReplayPlan) -> Dataflow:
 # timing
 
 
-def median_s(label: str, body: Callable[[int], None]) -> float:
-    """Run `body(repeat)` REPEATS times; return the median wall time in seconds."""
-    times = []
+Case = tuple[Callable[[int], None], Callable[[], None] | None]  # timed body(repeat), untimed after()
+
+
+def median_s(cases: dict[str, Case]) -> dict[str, float]:
+    """Time every case REPEATS times, interleaved (repeat r of every case before repeat r + 1 of any), so
+    drifting machine conditions hit all cases alike; return each case's median wall time in seconds."""
+    times: dict[str, list[float]] = {label: [] for label in cases}
     for r in range(REPEATS):
-        t0 = time.perf_counter()
-        body(r)
-        times.append(time.perf_counter() - t0)
-    log(f"  {label}: " + ", ".join(f"{t:.3f}" for t in times) + f" s (load {os.getloadavg()[0]:.2f})")
-    return statistics.median(times)
+        for label, (body, after) in cases.items():
+            t0 = time.perf_counter()
+            body(r)
+            times[label].append(time.perf_counter() - t0)
+            if after is not None:
+                after()
+    for label, ts in times.items():
+        log(f"  {label}: " + ", ".join(f"{t:.3f}" for t in ts) + " s")
+    log(f"  (load average {os.getloadavg()[0]:.2f})")
+    return {label: statistics.median(ts) for label, ts in times.items()}
 
 
 def run_flow(flow: Dataflow) -> None:
     run(flow, workers=1, epoch_s=EPOCH_S)
+
+
+def settle(dsn: str) -> Callable[[], None]:
+    """What `headrace replay` does after its flow (untimed here): merge the tables, so background merges of one
+    repeat's parts do not run during the next repeat's timer."""
+    return lambda: Store.connect(dsn).optimize()
 
 
 def read_and_plan(paths: list[str], config: Config, stages: dict[str, list[float]] | None = None) -> ReplayPlan:
@@ -180,7 +201,7 @@ def check_written(store: Store, prefix: str, runs: int, table: str, expected: in
 # the benchmarks
 
 
-def bench_demo(config: Config, dsn: str) -> dict[str, float]:
+def bench_demo(config: Config, dsn: str) -> None:
     paths = [str(DEMO)]
     log(f"demo bars: {DEMO}")
     plan = read_and_plan(paths, config)  # untimed; also imports ccxt (venue names) once
@@ -188,14 +209,19 @@ def bench_demo(config: Config, dsn: str) -> dict[str, float]:
         raise SystemExit(f"bench_replay: the demo data holds {plan.total_rows} rows, expected {DEMO_BARS}")
     log("  warm-up (untimed)")
     run_flow(build_flow(read_and_plan(paths, config), config, "bench-warmup-demo", dsn=dsn))
+    settle(dsn)()
 
-    flow_s = median_s("flow, ClickHouse sink", lambda r: run_flow(
-        build_flow(plan, config, f"bench-demo-flow-{r}", dsn=dsn)))
     stages: dict[str, list[float]] = {"read": [], "plan": []}
-    e2e_s = median_s("end to end, ClickHouse sink", lambda r: run_flow(
-        build_flow(read_and_plan(paths, config, stages), config, f"bench-demo-e2e-{r}", dsn=dsn)))
-    null_s = median_s("flow, dropping sink", lambda r: run_flow(
-        build_flow(plan, config, f"bench-demo-null-{r}", sink=DropSink())))
+    t = median_s({
+        "flow, ClickHouse sink": (
+            lambda r: run_flow(build_flow(plan, config, f"bench-demo-flow-{r}", dsn=dsn)), settle(dsn)),
+        "end to end, ClickHouse sink": (
+            lambda r: run_flow(build_flow(read_and_plan(paths, config, stages), config, f"bench-demo-e2e-{r}",
+                                          dsn=dsn)), settle(dsn)),
+        "flow, dropping sink": (
+            lambda r: run_flow(build_flow(plan, config, f"bench-demo-null-{r}", sink=DropSink())), None),
+    })
+    flow_s, e2e_s, null_s = t["flow, ClickHouse sink"], t["end to end, ClickHouse sink"], t["flow, dropping sink"]
 
     store = Store.connect(dsn)
     for prefix in ("bench-demo-flow-", "bench-demo-e2e-"):
@@ -210,10 +236,39 @@ def bench_demo(config: Config, dsn: str) -> dict[str, float]:
     emit(f"replay_demo_bars_{n}_bars_written", check_written(store, "bench-demo-flow-", REPEATS, "bars"))
     emit(f"replay_demo_bars_{n}_orders", check_written(store, "bench-demo-flow-", REPEATS, "orders"))
     emit(f"replay_demo_bars_{n}_fills", check_written(store, "bench-demo-flow-", REPEATS, "fills"))
-    return {"flow": n / flow_s}
 
 
-def bench_ticks(config: Config, dsn: str, tmp: Path) -> dict[str, float]:
+def bench_cli(tmp: Path) -> None:
+    """`headrace replay` of the demo as `make demo` runs it (a fresh process each time, its own temp chDB),
+    reporting the CLI's own throughput (events over its wall time: reading, plan, chDB open, flow and the
+    OPTIMIZE after it; not the interpreter start) and the process's wall time."""
+    log("headrace replay (the CLI, one process per run, fresh temp chDB each)")
+    cmd = [sys.executable, "-c", "import sys; from headrace.cli import app; sys.argv[0] = 'headrace'; app()",
+           "replay", "--data", str(DEMO), "--run-id", "demo", "--quiet", "--json"]
+    rates: list[float] = []
+    walls: list[float] = []
+    for r in range(REPEATS + 1):  # the first is the untimed warm-up
+        work = tmp / f"cli_{r}"
+        work.mkdir()
+        t0 = time.perf_counter()
+        done = subprocess.run([*cmd, "--db", f"chdb://{work}/clickhouse"], cwd=work, capture_output=True,
+                              text=True, check=False)
+        wall = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise SystemExit(f"bench_replay: headrace replay failed ({done.returncode}): {done.stderr[-2000:]}")
+        summary = json.loads(done.stdout)
+        if summary["bars"] != DEMO_BARS:
+            raise SystemExit(f"bench_replay: headrace replay wrote {summary['bars']} bars, expected {DEMO_BARS}")
+        if r:
+            rates.append(float(summary["events_per_s"]))
+            walls.append(wall)
+    log("  CLI events/s: " + ", ".join(f"{x:.0f}" for x in rates) + "; process wall: "
+        + ", ".join(f"{x:.2f}" for x in walls) + " s")
+    emit(f"replay_demo_bars_{DEMO_BARS}_cli_reported_bars_per_s", statistics.median(rates))
+    emit(f"replay_demo_bars_{DEMO_BARS}_cli_process_wall_s", statistics.median(walls))
+
+
+def bench_ticks(config: Config, dsn: str, tmp: Path) -> None:
     n = TICKS
     log(f"synthetic ticks: generate({n:,}, seed={SEED}) and a {WARMUP_TICKS:,}-event warm-up set, to Parquet")
     big_dir, small_dir = tmp / f"ticks_{n}", tmp / f"ticks_{WARMUP_TICKS}"
@@ -223,6 +278,7 @@ def bench_ticks(config: Config, dsn: str, tmp: Path) -> dict[str, float]:
     log("  warm-up (untimed, small set)")
     small = read_and_plan([str(small_dir)], config)
     run_flow(build_flow(small, config, "bench-warmup-ticks", dsn=dsn))
+    settle(dsn)()
     run_flow(build_flow(small, config, "bench-warmup-ticks-null", sink=DropSink()))
     run_flow(replay_source_flow(small))
     run_flow(passthrough_flow([list(range(i, min(i + config.replay.chunk_rows, WARMUP_TICKS)))
@@ -234,17 +290,23 @@ def bench_ticks(config: Config, dsn: str, tmp: Path) -> dict[str, float]:
     log(f"  plan: {plan.total_rows:,} rows, {plan.n_slices} slices of <= {config.replay.chunk_rows:,} rows, "
         f"{len(plan.universe)} instruments")
 
-    flow_s = median_s("flow, ClickHouse sink", lambda r: run_flow(
-        build_flow(plan, config, f"bench-ticks-flow-{r}", dsn=dsn)))
+    chunk = config.replay.chunk_rows
+    batches = [list(range(i, min(i + chunk, n))) for i in range(0, n, chunk)]
     stages: dict[str, list[float]] = {"read": [], "plan": []}
-    e2e_s = median_s("end to end, ClickHouse sink", lambda r: run_flow(
-        build_flow(read_and_plan([str(big_dir)], config, stages), config, f"bench-ticks-e2e-{r}", dsn=dsn)))
-    null_s = median_s("flow, dropping sink", lambda r: run_flow(
-        build_flow(plan, config, f"bench-ticks-null-{r}", sink=DropSink())))
-    source_s = median_s("ReplaySource -> key_on -> dropping sink", lambda r: run_flow(replay_source_flow(plan)))
-    batches = [list(range(i, min(i + config.replay.chunk_rows, n))) for i in range(0, n, config.replay.chunk_rows)]
-    bare_s = median_s(f"bare Bytewax, {len(batches)} batches of ints -> dropping sink",
-                      lambda r: run_flow(passthrough_flow(batches)))
+    bare = f"bare Bytewax, {len(batches)} batches of ints -> dropping sink"
+    t = median_s({
+        "flow, ClickHouse sink": (
+            lambda r: run_flow(build_flow(plan, config, f"bench-ticks-flow-{r}", dsn=dsn)), settle(dsn)),
+        "end to end, ClickHouse sink": (
+            lambda r: run_flow(build_flow(read_and_plan([str(big_dir)], config, stages), config,
+                                          f"bench-ticks-e2e-{r}", dsn=dsn)), settle(dsn)),
+        "flow, dropping sink": (
+            lambda r: run_flow(build_flow(plan, config, f"bench-ticks-null-{r}", sink=DropSink())), None),
+        "ReplaySource -> key_on -> dropping sink": (lambda r: run_flow(replay_source_flow(plan)), None),
+        bare: (lambda r: run_flow(passthrough_flow(batches)), None),
+    })
+    flow_s, e2e_s, null_s = t["flow, ClickHouse sink"], t["end to end, ClickHouse sink"], t["flow, dropping sink"]
+    source_s, bare_s = t["ReplaySource -> key_on -> dropping sink"], t[bare]
 
     store = Store.connect(dsn)
     bars = check_written(store, "bench-ticks-flow-", REPEATS, "bars")
@@ -259,7 +321,6 @@ def bench_ticks(config: Config, dsn: str, tmp: Path) -> dict[str, float]:
     emit(f"bytewax_passthrough_{n}_items_per_s", n / bare_s)
     emit("ratio_tick_flow_to_passthrough", bare_s / flow_s)
     emit("ratio_tick_flow_to_replay_source", source_s / flow_s)
-    return {"flow": n / flow_s}
 
 
 def main() -> None:
@@ -270,6 +331,7 @@ def main() -> None:
         dsn = f"chdb://{d}/clickhouse"
         try:
             bench_demo(config, dsn)
+            bench_cli(Path(d))
             bench_ticks(config, dsn, Path(d))
         finally:
             Store.connect(dsn).close()  # chDB holds its directory until closed
