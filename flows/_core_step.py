@@ -31,7 +31,8 @@ class _CoreLogic(StatefulLogic[E, O, S], Generic[E, O, S]):
 
     def snapshot(self) -> S:
         assert self.core is not None
-        return self.core.snapshot()  # small and frozen: no deepcopy of the core
+        snap: S = self.core.snapshot()  # small and frozen: no deepcopy of the core
+        return snap
 
 
 @operator

@@ -13,10 +13,11 @@ from bytewax.run import cli_main
 
 def run(flow: Dataflow, *, workers: int = 1, epoch_s: float = 10.0, recovery_dir: Path | None = None) -> None:
     """Run `flow` in this process with `workers` threads; snapshot to `recovery_dir` every epoch."""
-    recovery = RecoveryConfig(str(recovery_dir)) if recovery_dir is not None else None
+    # bytewax ships no annotations for these three: hence the ignores
+    recovery = RecoveryConfig(str(recovery_dir)) if recovery_dir is not None else None  # type: ignore[no-untyped-call]
     gc.freeze()  # the plan and everything loaded so far live all run: keep the collector from rescanning them
     try:
-        cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=epoch_s),
+        cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(seconds=epoch_s),  # type: ignore[no-untyped-call]
                  recovery_config=recovery)
     finally:
         gc.unfreeze()
@@ -24,4 +25,4 @@ def run(flow: Dataflow, *, workers: int = 1, epoch_s: float = 10.0, recovery_dir
 
 def init_recovery(recovery_dir: Path, partitions: int = 1) -> None:
     """Create Bytewax's recovery partitions in an empty directory."""
-    init_db_dir(recovery_dir, partitions)
+    init_db_dir(recovery_dir, partitions)  # type: ignore[no-untyped-call]

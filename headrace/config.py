@@ -235,7 +235,8 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 def build_config(raw: Mapping[str, Any]) -> Config:
     """Validate a raw (TOML-shaped) dict into a `Config`."""
-    return _build(Config, raw, "")
+    config: Config = _build(Config, raw, "")
+    return config
 
 
 def _build(cls: type[Any], raw: Any, prefix: str) -> Any:
