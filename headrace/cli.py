@@ -238,6 +238,38 @@ def positions(
     out.print(t)
 
 
+@app.command("runs")
+def runs_(
+    limit: Annotated[int, typer.Option("--limit", min=1, help="how many runs, newest first")] = 20,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the latest runs with their status and headline figures, to compare backtests."""
+    try:
+        rows = report.runs(_store(_setup(config, set_), db), limit)
+    except HeadraceError as e:
+        raise _fail(e) from None
+    if as_json:
+        print(json.dumps(rows, default=_json_default))
+        return
+    t = Table(title="runs, newest first")
+    for c in ("run id", "mode", "status", "started", "return", "sharpe", "max dd", "fills", "fees", "data"):
+        t.add_column(c, justify="right" if c in ("return", "sharpe", "max dd", "fills", "fees") else "left")
+
+    def pct(v: float | None) -> str:
+        return "" if v is None else f"{v:+.2%}"
+
+    for r in rows:
+        t.add_row(r["run_id"], r["mode"], r["status"], r["started_at"][:19], pct(r["total_return"]),
+                  "" if r["sharpe"] is None else f"{r['sharpe']:.2f}",
+                  "" if r["max_drawdown"] is None else f"{r['max_drawdown']:.2%}",
+                  "" if r["fills"] is None else f"{r['fills']:,}", "" if r["fees"] is None else f"{r['fees']:.6g}",
+                  ", ".join(r["data"]))
+    out.print(t)
+
+
 @db_app.command("init")
 def db_init(config: ConfigOpt = None, set_: SetOpt = None, db: DbOpt = None) -> None:
     """Create every table that does not exist yet (idempotent)."""

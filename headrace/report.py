@@ -6,6 +6,7 @@ too. Every query reads with FINAL, so a row written twice counts once.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -138,3 +139,31 @@ def positions(db: Queryable, run_id: str) -> list[dict[str, Any]]:
         r["net_pnl"] = r["realized_pnl"] + r["unrealized_pnl"] - r["fees"]
         r["as_of"] = r["as_of"].isoformat() if hasattr(r["as_of"], "isoformat") else str(r["as_of"])
     return rows
+
+
+RUNS_SQL = """
+SELECT run_id, mode, status, started_at, updated_at, data, summary
+FROM runs FINAL
+ORDER BY started_at DESC, run_id
+LIMIT {limit:UInt32}
+"""
+
+RUN_COLUMNS = ("total_return", "sharpe", "max_drawdown", "fills", "fees", "events_in", "events_quarantined")
+
+
+def runs(db: Queryable, limit: int = 50) -> list[dict[str, Any]]:
+    """Return the latest runs, newest first, with their status and the headline figures of their summary.
+
+    A run that has not finished (running, failed, or killed and not resumed) has no figures: they are None.
+    """
+    out = []
+    for r in db.query(RUNS_SQL, {"limit": limit}):
+        summary = json.loads(r["summary"] or "{}")
+        row = {"run_id": r["run_id"], "mode": r["mode"], "status": r["status"],
+               "started_at": r["started_at"].isoformat(), "updated_at": r["updated_at"].isoformat(),
+               "data": json.loads(r["data"] or "[]")}
+        row.update({k: summary.get(k) for k in RUN_COLUMNS})
+        if "error" in summary:
+            row["error"] = summary["error"]
+        out.append(row)
+    return out

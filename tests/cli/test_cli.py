@@ -280,3 +280,18 @@ def test_bytewax_own_runner_runs_the_same_flow(tmp_path: Path) -> None:
                           "--run-id", "cli-run", state=tmp_path / "state")
     assert via_cli["fills"] > 0
     assert fills_of("bytewax-run", tmp_path / "state") == fills_of("cli-run", tmp_path / "state")
+
+
+def test_runs_lists_both_runs_with_their_headline_figures(two_runs: tuple[Path, dict, dict]) -> None:
+    state, a, b = two_runs
+    rows = json.loads(headrace("runs", "--json", state=state).stdout)
+    by_id = {r["run_id"]: r for r in rows}
+    assert {"run-a", "run-b"} <= set(by_id)
+    for summary in (a, b):
+        r = by_id[summary["run_id"]]
+        assert r["status"] == "finished" and r["mode"] == "replay"
+        assert (r["total_return"], r["sharpe"], r["fills"]) == (summary["total_return"], summary["sharpe"],
+                                                              summary["fills"])
+        assert r["data"] == [str(BITTREX)]
+    assert [r["run_id"] for r in rows].index("run-b") < [r["run_id"] for r in rows].index("run-a")  # newest first
+    assert "run-a" in headrace("runs", state=state).stdout
