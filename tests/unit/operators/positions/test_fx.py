@@ -1,0 +1,33 @@
+"""Quote currencies into the account currency: fixed rates, traded instruments, and a clear error without either."""
+
+from __future__ import annotations
+
+import pytest
+
+from headrace.errors import ConfigError
+from operators.positions.fx import FxTable, infer_currency
+
+
+def test_rates_come_from_traded_instruments_direct_or_inverse_and_from_fixed_rates() -> None:
+    fx = FxTable.resolve("USDT", ["binance:ETH/BTC", "binance:BTC/USDT", "kraken:USDT/EUR", "kraken:BCH/USD"],
+                         fixed={"USD": 1.0})
+    marks = {"binance:BTC/USDT": 40_000.0, "kraken:USDT/EUR": 0.9}
+    assert fx.rate("USDT", marks) == 1.0
+    assert fx.rate("BTC", marks) == 40_000.0  # BTC/USDT: one BTC is worth the mark
+    assert fx.rate("EUR", marks) == pytest.approx(1 / 0.9)  # USDT/EUR: inverted
+    assert fx.rate("USD", marks) == 1.0
+    assert fx.rate("BTC", {}) is None  # before the first mark
+
+
+def test_a_quote_currency_without_any_rate_names_the_key_to_set() -> None:
+    with pytest.raises(ConfigError) as info:
+        FxTable.resolve("BTC", ["binance:BTC/USDT", "kraken:BCH/EUR"], fixed={})
+    assert info.value.key == "account.fx_rates.EUR"
+
+
+def test_account_currency_is_the_shared_quote_or_must_be_set() -> None:
+    assert infer_currency(["bittrex:ETH/BTC", "bittrex:LTC/BTC"], "") == "BTC"
+    assert infer_currency(["a:X/USD", "b:Y/EUR"], "USD") == "USD"
+    with pytest.raises(ConfigError, match="set the account currency") as info:
+        infer_currency(["a:X/USD", "b:Y/EUR"], "")
+    assert info.value.key == "account.currency"
