@@ -84,11 +84,17 @@ def replay(
     recovery_dir: Annotated[Path | None, typer.Option(
         "--recovery-dir", help="snapshot state here; the same command resumes a killed run")] = None,
     snapshot_s: Annotated[float, typer.Option("--snapshot-s", min=0.01, help="seconds between snapshots")] = 2.0,
+    venue: Annotated[str | None, typer.Option(
+        "--venue", help="ccxt venue id for files whose path names none (= --set replay.venue=...)")] = None,
+    symbol: Annotated[str | None, typer.Option(
+        "--symbol", help="BASE/QUOTE for files whose path names none (= --set replay.symbol=...)")] = None,
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log lifecycle events")] = False,
 ) -> None:
     """Replay recorded market data through the trading flow (a backtest) and print a summary."""
+    set_ = [*(set_ or []), *([f"replay.venue={json.dumps(venue)}"] if venue else []),
+            *([f"replay.symbol={json.dumps(symbol)}"] if symbol else [])]
     try:
         summary = _replay(data, config, set_, db, run_id, workers, recovery_dir, snapshot_s, quiet, verbose)
     except HeadraceError as e:

@@ -168,20 +168,60 @@ def identify(path: str, *, venue: str = "", symbol: str = "", timeframe: str = "
         raise DataSourceError(path, "order-book files are not supported yet")
     elif re.fullmatch(r"[A-Z0-9]+", stem) and ext in (".csv", ".csv.gz"):  # Kraken trades: BCHEUR.csv
         fmt, kind, sym = "kraken_trades", "trade", split_symbol(stem)
+    elif sniffed := _sniff(path, ext):  # any other name: tell the kind from the columns
+        fmt, kind = sniffed
     else:
         raise DataSourceError(path, "unknown file layout (see docs/data.md for the layouts headrace reads)")
     sym = symbol or sym
     if not v:
-        raise DataSourceError(path, "cannot tell the venue from the path; pass --set replay.venue=<ccxt id>")
+        raise DataSourceError(path, "cannot tell the venue from the path; "
+                                    "pass --venue <ccxt id> (config: replay.venue)")
     if not sym:
-        raise DataSourceError(path, "cannot tell the symbol from the path; pass --set replay.symbol=BASE/QUOTE")
-    tf_ns = 0
-    if kind == "bar":
+        raise DataSourceError(path, "cannot tell the symbol from the path; "
+                                    "pass --symbol BASE/QUOTE (config: replay.symbol)")
+    tf_ns = 0  # bars of a file whose name gives no length: inferred from the data when read
+    if kind == "bar" and (timeframe or tf):
         try:
             tf_ns = parse_timeframe(timeframe or tf)
         except ValueError as e:
             raise DataSourceError(path, str(e)) from e
     return FileSpec(path=path, format=fmt, kind=kind, venue=v.lower(), symbol=sym, timeframe_ns=tf_ns)
+
+
+def _sniff(path: str, ext: str) -> tuple[str, Kind] | None:
+    # the format and kind of a file with a header, from its column names; None when they say nothing
+    try:
+        if ext in (".feather", ".arrow", ".ipc"):
+            cols = set(pl.read_ipc_schema(path))
+        elif ext == ".parquet":
+            cols = set(pl.read_parquet_schema(path))
+        else:
+            cols = set(pl.read_csv(path, n_rows=0, infer_schema=False).columns)
+    except Exception as e:  # any reader error means: not a file we can tell
+        raise DataSourceError(path, f"cannot read its columns: {e}") from e
+    if {"open", "high", "low", "close", "volume"} <= cols and cols & {"date", "timestamp"}:
+        return "ohlcv_frame", "bar"
+    if {"timestamp", "price", "amount"} <= cols:
+        return "trades_frame", "trade"
+    if {"timestamp", "bid", "ask", "bid_size", "ask_size"} <= cols:
+        return "quotes_frame", "quote"
+    return None
+
+
+def infer_timeframe(ts_open: pl.Series) -> int:
+    """Return the bar length of bars opening at `ts_open` (ns): the most common step between them.
+
+    Examples
+    --------
+    >>> infer_timeframe(pl.Series([0, 60, 120, 300, 360]))
+    60
+    """
+    steps = ts_open.drop_nulls().sort().diff().drop_nulls()
+    steps = steps.filter(steps > 0)
+    if steps.len() == 0:
+        raise ValueError("fewer than two bars: cannot tell the bar length")
+    counts = steps.value_counts(sort=True)
+    return int(counts[counts.columns[0]][0])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -324,6 +364,13 @@ def _read_file(spec: FileSpec) -> list[ParsedFrame]:
         # a Datetime column converts whatever `how` says; integers are ccxt milliseconds; text is ISO
         how: _Parse = "ts_any" if df.schema.get(ts_col) == pl.Utf8 else "ts_ms"
         norm = _normalise(df, {"ts_open": (ts_col, how), **_OHLCV}, "bar", tf)  # type: ignore[dict-item]
+        if tf == 0:  # the name gave no bar length: the data does
+            try:
+                tf = infer_timeframe(norm.filter(pl.col("problem").is_null())["ts_open"])
+            except ValueError as e:
+                raise DataSourceError(path, f"{e}; name the file <BASE>_<QUOTE>-<timeframe>.<ext>") from e
+            norm = norm.with_columns((pl.col("ts_open") + tf).alias("ts_event"), (pl.col("ts_open") + tf)
+                                     .alias("ts_recv"))
     elif f == "kraken_ohlcvt":
         df = _read(path, header=False, names=["timestamp", "open", "high", "low", "close", "volume", "trades"])
         norm = _normalise(df, {"ts_open": ("timestamp", "ts_s"), **_OHLCV}, "bar", tf)  # type: ignore[dict-item]

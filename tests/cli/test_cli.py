@@ -295,3 +295,15 @@ def test_runs_lists_both_runs_with_their_headline_figures(two_runs: tuple[Path, 
         assert r["data"] == [str(BITTREX)]
     assert [r["run_id"] for r in rows].index("run-b") < [r["run_id"] for r in rows].index("run-a")  # newest first
     assert "run-a" in headrace("runs", state=state).stdout
+
+
+def test_venue_and_symbol_flags_name_a_file_whose_path_does_not(tmp_path: Path) -> None:
+    f = tmp_path / "candles.feather"
+    f.write_bytes((DEMO / "ETH_BTC-5m.feather").read_bytes())
+    res = headrace("replay", "--data", str(f), "--quiet", state=tmp_path / "s", check=False)
+    assert res.returncode == 2 and "candles.feather" in res.stderr
+    s = replay_json("--data", str(f), "--venue", "bittrex", "--symbol", "ETH/BTC", "--set", "replay.timeframe=5m",
+                    "--run-id", "named", state=tmp_path / "s")
+    assert s["bars"] == 5760
+    [row] = query("SELECT DISTINCT instrument FROM bars WHERE run_id = 'named'", tmp_path / "s")
+    assert row == {"instrument": "bittrex:ETH/BTC"}

@@ -132,3 +132,15 @@ def test_a_file_outside_any_venue_folder_needs_the_venue(tmp_path: Path) -> None
     assert "ETH_BTC-5m.feather" in str(info.value) and "replay.venue" in str(info.value)
     [frame] = read_paths([str(dst)], venue="bittrex")
     assert frame.instrument == "bittrex:ETH/BTC"
+
+
+def test_a_file_with_any_name_is_read_by_its_columns_and_its_bar_length_inferred(tmp_path: Path) -> None:
+    for name, rel, tf in (("xrp.feather", "ohlcv/binance/XRP_ETH-5m.feather", 300),
+                          ("futures.feather", "futures/binance/XRP_USDT_USDT-1h-futures.feather", 3600),
+                          ("t.feather", "trades/binance/XRP_ETH-trades.feather", 0)):
+        dst = tmp_path / name
+        dst.write_bytes((SHARED_DATA / rel).read_bytes())
+        [frame] = read_paths([str(dst)], venue="binance", symbol="XRP/ETH")
+        [named] = read_paths([str(SHARED_DATA / rel)], symbol="XRP/ETH")
+        assert frame.timeframe_ns == tf * 10**9 == named.timeframe_ns
+        assert frame.frame.equals(named.frame)
