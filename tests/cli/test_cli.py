@@ -307,3 +307,10 @@ def test_venue_and_symbol_flags_name_a_file_whose_path_does_not(tmp_path: Path) 
     assert s["bars"] == 5760
     [row] = query("SELECT DISTINCT instrument FROM bars WHERE run_id = 'named'", tmp_path / "s")
     assert row == {"instrument": "bittrex:ETH/BTC"}
+
+
+def test_two_workers_give_the_same_fills_as_one(two_runs: tuple[Path, dict, dict]) -> None:
+    state, a, _ = two_runs
+    c = replay_json("--data", str(BITTREX), "--run-id", "run-two-workers", "--workers", "2", state=state)
+    assert fills_of("run-two-workers", state) == fills_of("run-a", state)
+    assert c["final_equity"] == a["final_equity"]
