@@ -13,6 +13,7 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -214,6 +215,19 @@ def _print_summary(s: report.Summary) -> None:
     out.print(t)
 
 
+def _report_rows(fetch: Callable[[Any], list[dict[str, Any]]], config: Path | None, overrides: list[str] | None,
+                 dsn: str | None, as_json: bool) -> list[dict[str, Any]] | None:
+    # rows of a report from the store; with --json they are printed here and None is returned
+    try:
+        rows = fetch(_store(_setup(config, overrides), dsn))
+    except HeadraceError as e:
+        raise _fail(e) from None
+    if as_json:
+        print(json.dumps(rows, default=_json_default))
+        return None
+    return rows
+
+
 @app.command()
 def positions(
     run_id: Annotated[str, typer.Option("--run-id", help="the run to show")],
@@ -223,12 +237,8 @@ def positions(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a run's last positions per venue and asset, with marks and PnL (quote currency)."""
-    try:
-        rows = report.positions(_store(_setup(config, set_), db), run_id)
-    except HeadraceError as e:
-        raise _fail(e) from None
-    if as_json:
-        print(json.dumps(rows, default=_json_default))
+    rows = _report_rows(lambda store: report.positions(store, run_id), config, set_, db, as_json)
+    if rows is None:
         return
     if not rows:
         err.print(f"no positions for run {run_id!r}")
@@ -253,12 +263,8 @@ def runs_(
     as_json: JsonOpt = False,
 ) -> None:
     """List the latest runs with their status and headline figures, to compare backtests."""
-    try:
-        rows = report.runs(_store(_setup(config, set_), db), limit)
-    except HeadraceError as e:
-        raise _fail(e) from None
-    if as_json:
-        print(json.dumps(rows, default=_json_default))
+    rows = _report_rows(lambda store: report.runs(store, limit), config, set_, db, as_json)
+    if rows is None:
         return
     t = Table(title="runs, newest first")
     for c in ("run id", "mode", "status", "started", "return", "sharpe", "max dd", "fills", "fees", "data"):
