@@ -144,3 +144,11 @@ def test_a_file_with_any_name_is_read_by_its_columns_and_its_bar_length_inferred
         [named] = read_paths([str(SHARED_DATA / rel)], symbol="XRP/ETH")
         assert frame.timeframe_ns == tf * 10**9 == named.timeframe_ns
         assert frame.frame.equals(named.frame)
+
+
+def test_known_venues_are_exactly_ccxt_exchanges_and_the_past_ones() -> None:
+    import ccxt
+
+    from sources.formats import _PAST_VENUES, known_venues
+
+    assert known_venues() == frozenset(ccxt.exchanges) | _PAST_VENUES
