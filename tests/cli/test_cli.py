@@ -314,3 +314,22 @@ def test_two_workers_give_the_same_fills_as_one(two_runs: tuple[Path, dict, dict
     c = replay_json("--data", str(BITTREX), "--run-id", "run-two-workers", "--workers", "2", state=state)
     assert fills_of("run-two-workers", state) == fills_of("run-a", state)
     assert c["final_equity"] == a["final_equity"]
+
+
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="needs ../shared/data beside the repo")
+def test_two_venues_and_three_quote_currencies_account_for_every_unit_of_pnl(tmp_path: Path) -> None:
+    """Binance.US (1m) and Kraken (5m) BTC in USD, USDT and USDC: the PnL per instrument adds up to the equity."""
+    xv = SHARED_DATA / "cross_venue"
+    data = [xv / "binanceus", *(xv / "kraken" / f"XBT{q}_5.csv.gz" for q in ("USD", "USDT", "USDC"))]
+    args = [a for p in data for a in ("--data", str(p))]
+    s = replay_json(*args, "--run-id", "xv", "--set", "account.currency=USD", "--set", "account.initial_cash=100000",
+                    "--set", "account.fx_rates={USDT = 1.0, USDC = 1.0}", state=tmp_path)
+    assert s["fills"] > 0 and s["bars"] == 3 * 30240 + 25901 + 24945 + 22893
+    rows = json.loads(headrace("positions", "--run-id", "xv", "--json", state=tmp_path).stdout)
+    assert {(r["venue"], r["quote"]) for r in rows} == {(v, q) for v in ("binanceus", "kraken")
+                                                        for q in ("USD", "USDT", "USDC")}
+    # every rate to USD is 1 here, so the net PnL of the positions is the change in equity, to the cent
+    assert sum(r["net_pnl"] for r in rows) == pytest.approx(s["final_equity"] - 100000, abs=0.01)
+    [eq] = query("SELECT argMax(gross_exposure, ts_event) AS gross FROM equity FINAL WHERE run_id = 'xv'", tmp_path)
+    held = sum(abs(r["amount"] * r["mark"]) for r in rows)
+    assert eq["gross"] == pytest.approx(held, rel=1e-9, abs=1e-6)
