@@ -147,3 +147,33 @@ def test_replay_resumed_after_a_crash_equals_an_uninterrupted_run(demo_plan: Rep
     assert all(first[k] == second[k] for k in set(first) & set(second))
     # and, deduplicated by event_id as ClickHouse does, the two runs wrote exactly the uninterrupted output
     assert {**first, **second} == expected
+
+
+TICK_SETS = ("replay.timeframe=1m", "features.momentum_lookback_bars=30", "features.vol_halflife_bars=30.0",
+             "strategy.rebalance_bars=20", "strategy.long_only=false", "sizing.max_gross_leverage=2.0")
+
+
+def test_ticks_through_the_flow_equal_the_plain_loop_and_trade(tick_plan: ReplayPlan) -> None:
+    config = small_config(*TICK_SETS)
+    flow_out = run_flow(tick_plan, config)
+    assert by_id(flow_out) == by_id(plain_loop(tick_plan, config))
+    bars = [e for e in flow_out if type(e).__name__ == "Bar"]
+    assert len({b.instrument for b in bars}) == 10 and all(b.ts_event - b.ts_open == 60 * 10**9 for b in bars)
+    late = [b for b in bars if b.ts_open >= min(x.ts_open for x in bars) + 600 * 10**9]
+    assert late and all(b.bid is not None and b.ask is not None and b.bid < b.ask for b in late)  # quotes reach bars
+    sides = {f.side for f in fills(flow_out)}
+    assert sides == {"buy", "sell"}
+
+
+@pytest.mark.parametrize("crash_at", [3, 17])
+def test_tick_replay_resumed_after_a_crash_equals_an_uninterrupted_run(tick_plan: ReplayPlan, tmp_path: Path,
+                                                                        crash_at: int) -> None:
+    config = small_config(*TICK_SETS)
+    expected = by_id(run_flow(tick_plan, config))
+    init_db_dir(tmp_path, 1)
+    before: list[tuple[str, Any]] = []
+    with pytest.raises(Exception) as info:
+        run_flow(tick_plan, config, source=CrashingSource(tick_plan, crash_at), recovery=tmp_path, got=before)
+    assert "crash at slice" in str(info.value.__cause__ or info.value)  # a flow error wraps the cause
+    after = run_flow(tick_plan, config, recovery=tmp_path)
+    assert {**by_id(flatten(before)), **by_id(after)} == expected
