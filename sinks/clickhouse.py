@@ -11,6 +11,7 @@ come from ``HEADRACE_CLICKHOUSE_PASSWORD`` instead of the DSN.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -63,7 +64,7 @@ def ddl_statements() -> list[str]:
 class Store:
     """A ClickHouse database reached through one DSN (see module docstring)."""
 
-    _lock = threading.Lock()
+    _lock = threading.RLock()  # connect() closes other chDB stores while holding it
     _open: dict[str, Store] = {}
 
     def __init__(self, dsn: str, client: Any) -> None:
@@ -167,10 +168,37 @@ class Store:
                                         parameters={"p": part})
 
 
+def _in_use_error(path: str) -> StorageError:
+    return StorageError(
+        f"the embedded database at {path!r} is in use by another process (an embedded ClickHouse belongs to "
+        "one process). Wait for that run to finish, or point storage.dsn at a ClickHouse server "
+        "(see docs/deployment.md)")
+
+
+def held_by_another_process(path: str) -> bool:
+    """Return whether another process holds the embedded database at `path` (ClickHouse's lock on `status`).
+
+    ClickHouse takes an exclusive ``flock`` on ``<path>/status`` while it serves the directory; probing
+    it first gives a clear message instead of chDB's own, which it prints straight to stderr.
+    """
+    status = Path(path) / "status"
+    if not status.exists():
+        return False
+    with status.open("rb") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
 def _open_chdb(dsn: str) -> Any:
     path = dsn[len("chdb://"):]
     if path.startswith("/"):
         Path(path).mkdir(parents=True, exist_ok=True)
+        if held_by_another_process(path):
+            raise _in_use_error(path)
     try:
         boot = clickhouse_connect.get_client(dsn=dsn)
         boot.command(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
@@ -178,10 +206,7 @@ def _open_chdb(dsn: str) -> Any:
     except Exception as e:
         msg = str(e)
         if "already running" in msg or "lock" in msg.lower():
-            raise StorageError(
-                f"the embedded database at {path!r} is in use by another headrace process (an embedded "
-                "ClickHouse belongs to one process). Wait for that run to finish, or point storage.dsn "
-                "at a ClickHouse server (see docker/compose.yaml)") from e
+            raise _in_use_error(path) from e
         raise StorageError(f"cannot open the embedded database {redact(dsn)!r}: {msg}") from e
 
 

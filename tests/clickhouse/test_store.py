@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import ReplayedRun
+from headrace.errors import StorageError
 from headrace.events import Fill, Quarantined
-from sinks.clickhouse import TABLES, Store, ddl_statements
+from sinks.clickhouse import TABLES, Store, ddl_statements, held_by_another_process
 from sinks.rows import to_arrow
 
 
@@ -94,3 +99,31 @@ def test_deleting_a_run_spares_rows_written_after_the_delete_started(replayed_ru
     rows = store.query("SELECT event_id FROM fills WHERE run_id = 'reused' ORDER BY event_id")
     assert [r["event_id"] for r in rows] == ["f10", "f11"]
     assert store.delete_run("no-such-run") == []
+
+
+def test_an_embedded_database_held_by_another_process_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "held"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from sinks.clickhouse import Store; "
+         f"Store.connect('chdb://{path}'); print('ready', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        assert held_by_another_process(str(path))
+        with pytest.raises(StorageError, match="in use by another process") as info:
+            Store.connect(f"chdb://{path}")
+        assert "ClickHouse server" in str(info.value)
+    finally:
+        holder.communicate("")  # closes its stdin: the holder exits and lets go
+    assert not held_by_another_process(str(path))
+
+
+def test_one_process_can_switch_between_embedded_databases(tmp_path: Path, replayed_run: ReplayedRun) -> None:
+    other = Store.connect(f"chdb://{tmp_path / 'other'}")  # closes the fixture's database: one path at a time
+    other.init_schema()
+    other.insert("fills", to_arrow("fills", "elsewhere", [_fill(1)]))
+    back = Store.connect(replayed_run.dsn)
+    assert back.query("SELECT count() AS n FROM fills WHERE run_id = 'elsewhere'")[0]["n"] == 0
+    again = Store.connect(f"chdb://{tmp_path / 'other'}")
+    assert again.query("SELECT count() AS n FROM fills WHERE run_id = 'elsewhere'")[0]["n"] == 1
+    Store.connect(replayed_run.dsn)
