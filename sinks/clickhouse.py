@@ -226,7 +226,13 @@ def _open_server(dsn: str) -> Any:
             username=unquote(parts.username or "default"), password=password,
             secure=parts.scheme == "https", database=database)
     except Exception as e:
-        raise StorageError(f"cannot reach ClickHouse at {redact(dsn)!r}: {type(e).__name__}") from e
+        why = redact(str(e).strip().splitlines()[0] if str(e).strip() else "")
+        if password:
+            why = why.replace(password, "***")
+        if "Authentication failed" in why or "AUTHENTICATION_FAILED" in why:
+            why = (f"authentication failed for user {unquote(parts.username or 'default')!r} (the password comes "
+                   f"from {PASSWORD_ENV})")
+        raise StorageError(f"cannot use ClickHouse at {redact(dsn)!r}: {type(e).__name__}: {why}") from e
 
 
 # ---------------------------------------------------------------------------------------------------
