@@ -117,13 +117,13 @@ def _replay(data: list[str], config_path: Path | None, overrides: list[str] | No
 
     t0 = time.perf_counter()
     config = _setup(config_path, overrides, verbose)
-    resuming = False
-    if recovery_dir is not None:
-        run_id, resuming = _prepare_recovery(recovery_dir, run_id)
-    run_id = run_id or _new_run_id()
     frames = read_paths(data, venue=config.replay.venue, symbol=config.replay.symbol)
     plan = ReplayPlan.build(frames, config.replay.chunk_rows)
     wiring(config, plan.universe)  # fails early on currencies without rates
+    resuming = False
+    if recovery_dir is not None:  # only once data and config are known good: a failed start leaves no run
+        run_id, resuming = _prepare_recovery(recovery_dir, run_id, _identity(config, plan.files, dsn))
+    run_id = run_id or _new_run_id()
     store = _store(config, dsn)
     if not resuming:
         _forget_run(store, run_id)
@@ -168,23 +168,45 @@ def _replay(data: list[str], config_path: Path | None, overrides: list[str] | No
     return summary
 
 
-def _prepare_recovery(recovery_dir: Path, run_id: str | None) -> tuple[str, bool]:
+def _identity(config: Config, files: tuple[str, ...], dsn: str | None) -> dict[str, Any]:
+    # what a resumed run must share with the run it resumes: the same config, the same files unchanged, the
+    # same database (a snapshot's offsets mean nothing over other data, and rows must land where the rest are)
+    from sinks.clickhouse import redact
+
+    return {"config": config.to_dict(redacted=True), "db": redact(dsn or config.dsn()),
+            "files": {f: [Path(f).stat().st_size, Path(f).stat().st_mtime_ns] for f in files}}
+
+
+def _first_difference(saved: Any, now: Any, key: str = "") -> str | None:
+    if isinstance(saved, dict) and isinstance(now, dict):
+        for k in sorted(set(saved) | set(now)):
+            if (d := _first_difference(saved.get(k), now.get(k), f"{key}.{k}" if key else str(k))) is not None:
+                return d
+        return None
+    return None if saved == now else f"{key}: was {saved!r}, now {now!r}"
+
+
+def _prepare_recovery(recovery_dir: Path, run_id: str | None, identity: dict[str, Any]) -> tuple[str, bool]:
     from flows.runner import init_recovery
     from headrace.errors import ConfigError
 
     run_file = recovery_dir / RUN_FILE
     if run_file.exists():
-        saved = json.loads(run_file.read_text())["run_id"]
-        if run_id and run_id != saved:
-            raise ConfigError("--run-id", f"the recovery dir {str(recovery_dir)!r} holds run {saved!r}, not "
-                                          f"{run_id!r}; use another --recovery-dir for a new run")
-        return saved, True
+        saved = json.loads(run_file.read_text())
+        if run_id and run_id != saved["run_id"]:
+            raise ConfigError("--run-id", f"the recovery dir {str(recovery_dir)!r} holds run {saved['run_id']!r}, "
+                                          f"not {run_id!r}; use another --recovery-dir for a new run")
+        if (diff := _first_difference(saved.get("identity"), identity)) is not None:
+            raise ConfigError("--recovery-dir", f"{str(recovery_dir)!r} holds run {saved['run_id']!r}, started with "
+                                                f"other settings or data ({diff}); resume it with the same command, "
+                                                "or start a new run with another --recovery-dir")
+        return str(saved["run_id"]), True
     recovery_dir.mkdir(parents=True, exist_ok=True)
     if any(recovery_dir.iterdir()):
         raise ConfigError("--recovery-dir", f"{str(recovery_dir)!r} is not empty and holds no headrace run")
     init_recovery(recovery_dir)
     run_id = run_id or _new_run_id()
-    run_file.write_text(json.dumps({"run_id": run_id}))
+    run_file.write_text(json.dumps({"run_id": run_id, "identity": identity}, indent=1))
     return run_id, False
 
 

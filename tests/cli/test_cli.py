@@ -333,3 +333,20 @@ def test_two_venues_and_three_quote_currencies_account_for_every_unit_of_pnl(tmp
     [eq] = query("SELECT argMax(gross_exposure, ts_event) AS gross FROM equity FINAL WHERE run_id = 'xv'", tmp_path)
     held = sum(abs(r["amount"] * r["mark"]) for r in rows)
     assert eq["gross"] == pytest.approx(held, rel=1e-9, abs=1e-6)
+
+
+def test_a_recovery_dir_refuses_to_resume_with_other_settings_or_data(tmp_path: Path) -> None:
+    rec = tmp_path / "rec"
+    data = ["--data", str(DEMO / "ETH_BTC-5m.feather"), "--data", str(DEMO / "LTC_BTC-5m.feather")]
+    first = replay_json(*data, "--recovery-dir", str(rec), state=tmp_path)
+    again = replay_json(*data, "--recovery-dir", str(rec), state=tmp_path)  # same command: resumes (finished)
+    assert again["run_id"] == first["run_id"] and again["fills"] == first["fills"]
+    res = headrace("replay", *data, "--recovery-dir", str(rec), "--set", "strategy.rebalance_bars=12", state=tmp_path,
+                   check=False)
+    assert res.returncode == 2 and "config.strategy.rebalance_bars: was 144, now 12" in res.stderr
+    res = headrace("replay", "--data", str(DEMO / "ETH_BTC-5m.feather"), "--recovery-dir", str(rec), state=tmp_path,
+                   check=False)
+    assert res.returncode == 2 and "LTC_BTC-5m.feather" in res.stderr
+    bad = headrace("replay", "--data", str(tmp_path / "missing"), "--recovery-dir", str(tmp_path / "rec2"),
+                   state=tmp_path, check=False)
+    assert bad.returncode == 2 and not (tmp_path / "rec2").exists()  # a failed start leaves no run behind
