@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, ReplayedRun
 
+from conftest import ROOT, ReplayedRun
 from sinks.clickhouse import Store
 
 EXAMPLES = [(page.name, i, sql.strip()) for page in sorted((ROOT / "docs").glob("*.md"))
