@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/headrace replay --data data/demo/bittrex --run-id demo
 	$(VENV)/bin/headrace positions --run-id demo
+	@echo 'rows of run "demo" are in state/clickhouse; next: .venv/bin/headrace runs, .venv/bin/headrace db query "SELECT ..." (docs/onboarding.md)'
 
 test: $(STAMP)
 	$(PY) -m pytest -q
