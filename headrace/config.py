@@ -73,6 +73,32 @@ _TIMEFRAME = re.compile(r"^(\d+)(s|m|h|d)$")
 _UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
 
 
+_DURATION = re.compile(r"^(\d+)(ns|us|ms|s|m|h|d)$")
+_DURATION_NS = {"ns": 1, "us": 10**3, "ms": 10**6, **_UNIT_NS}
+
+
+def parse_duration(text: str) -> int:
+    """Return a duration such as ``"0s"``, ``"250ms"``, ``"90s"``, ``"1h"`` in ns (zero allowed).
+
+    Examples
+    --------
+    >>> parse_duration("250ms"), parse_duration("0s"), parse_duration("2h")
+    (250000000, 0, 7200000000000)
+    """
+    m = _DURATION.match(text) if isinstance(text, str) else None
+    if not m:
+        raise ValueError(f"duration must look like '0s', '250ms', '90s', '5m', '1h' or '1d', was {text!r}")
+    return int(m.group(1)) * _DURATION_NS[m.group(2)]
+
+
+def _duration_check(v: Any) -> str | None:
+    try:
+        parse_duration(v)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 def parse_timeframe(tf: str) -> int:
     """Return the length of a ccxt-style timeframe (``"1m"``, ``"5m"``, ``"1h"``, ``"1d"``) in ns.
 
@@ -92,6 +118,10 @@ class StorageConfig:
     dsn: str = _key("", "ClickHouse DSN; empty means embedded chDB at <state_dir>/clickhouse", _dsn_check)
     state_dir: str = _key("state", "directory for the embedded database and run files (relative to the working dir)")
     batch_rows: int = _key(50_000, "rows buffered per table before an insert", _positive)
+    connect_timeout_s: float = _key(10.0, "seconds to wait for a ClickHouse server to accept a connection", _positive)
+    read_timeout_s: float = _key(300.0, "seconds to wait for a ClickHouse server to answer one request", _positive)
+    lock_wait_s: float = _key(0.0, "seconds a read command waits while a replay holds the embedded store",
+                              _non_negative)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +130,22 @@ class ReplayConfig:
     symbol: str = _key("", "ccxt symbol (BASE/QUOTE) for files whose path does not name one")
     timeframe: str = _key("5m", "bar length built from trades and quotes", _timeframe_check)
     chunk_rows: int = _key(20_000, "rows of the merged stream per source slice (and per snapshot offset)", _positive)
+    timestamp_unit: str = _key("auto", "unit of integer epoch timestamps: auto (from the magnitude), s, ms, us or ns",
+                               lambda v: None if v in ("auto", "s", "ms", "us", "ns") else
+                               "must be one of auto, s, ms, us, ns")
+    date_format: str = _key("", "strftime format of text dates that are not ISO 8601 (empty: ISO 8601 only)")
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationConfig:
+    earliest: str = _key("2009-01-03", "rows stamped before this date (ISO 8601) are quarantined as out of range")
+    latest: str = _key("2100-01-01", "rows stamped after this date (ISO 8601) are quarantined as out of range")
+    max_jump_sigmas: float = _key(50.0, "quarantine a price whose log move from the last good one exceeds this many "
+                                        "recent standard deviations (and max_jump_floor)", _positive)
+    max_jump_floor: float = _key(0.5, "a log price move below this is never a jump, whatever the volatility",
+                                 _positive)
+    max_quarantined: float = _key(1.0, "fail the run when more than this fraction of rows is quarantined",
+                                  lambda v: None if 0 <= v <= 1 else "must be in [0, 1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +159,14 @@ class AccountConfig:
     id: str = _key("main", "account id written on orders, fills, positions and equity")
     currency: str = _key("", "valuation currency; empty means the quote currency all instruments share")
     initial_cash: float = _key(1.0, "starting cash in the account currency, split evenly over venues", _positive)
-    latency_bars: int = _key(1, "bars between a decision and its fill (0 = at the decision bar's close)", _non_negative)
+    latency: str = _key("0s", "time from a decision until its order reaches the venue; the fill uses the first bar "
+                              "that opens at or after decision + latency", _duration_check)
+    fill_on: str = _key("next_open", "next_open: at the open of the first bar at or after decision + latency; "
+                                     "decision_close: at the decision bar's close (latency must be 0s)",
+                        lambda v: None if v in ("next_open", "decision_close") else
+                        "must be 'next_open' or 'decision_close'")
+    latency_bars: int = _key(-1, "deprecated, use account.latency: 0 = fill_on decision_close, n >= 1 = latency of "
+                                 "(n - 1) x replay.timeframe (-1: not set)", lambda v: None if v >= -1 else "must be >= 0")
     fx_rates: dict[str, float] = _key_factory(
         dict, "fixed rates to the account currency for quote currencies no instrument prices", _currency_map
     )
@@ -132,6 +185,8 @@ class StrategyConfig:
     rebalance_bars: int = _key(144, "bars between rebalances", _positive)
     long_only: bool = _key(True, "drop short targets (spot venues cannot short)")
     min_instruments: int = _key(2, "instruments with features needed before trading", _positive)
+    stale_after: str = _key("1h", "an instrument without a new bar for this long leaves the cross-section (no new "
+                                  "targets; its position is valued at its last price, marked stale)", _duration_check)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,14 +198,23 @@ class SizingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    interval: str = _key("auto", "grid on which return statistics are computed: auto (the longest bar length of "
+                                 "the run) or a duration such as '5m'",
+                         lambda v: None if v == "auto" else _duration_check(v))
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     venues: dict[str, VenueConfig] = field(default_factory=dict)
     account: AccountConfig = field(default_factory=AccountConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     sizing: SizingConfig = field(default_factory=SizingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def venue(self, name: str) -> VenueConfig:
         """Return the venue's settings, falling back to ``[venues.default]``."""
