@@ -20,11 +20,14 @@ def trades(instrument: str, ts: list[int], price: list[float], amount: list[floa
                       origin=origin(n, start_row=start_row))
 
 
-def quotes(instrument: str, ts: list[int], bid: list[float], ask: list[float]) -> QuoteChunk:
+def quotes(instrument: str, ts: list[int], bid: list[float], ask: list[float], bid_size: list[float] | None = None,
+           ask_size: list[float] | None = None, start_row: int = 0) -> QuoteChunk:
     n = len(ts)
     return QuoteChunk(instrument=instrument, ts_event=np.array(ts, np.int64), ts_recv=np.array(ts, np.int64),
-                      bid=np.array(bid, float), ask=np.array(ask, float), bid_size=np.ones(n), ask_size=np.ones(n),
-                      origin=origin(n))
+                      bid=np.array(bid, float), ask=np.array(ask, float),
+                      bid_size=np.ones(n) if bid_size is None else np.array(bid_size, float),
+                      ask_size=np.ones(n) if ask_size is None else np.array(ask_size, float),
+                      origin=origin(n, start_row=start_row))
 
 
 def market_slice(instrument: str, watermark: int, **chunks: object) -> MarketSlice:
