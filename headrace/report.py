@@ -9,11 +9,19 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from headrace.events import NS_PER_YEAR
+from headrace.config import parse_duration
+from headrace.events import NS_PER_S, NS_PER_YEAR
+
+if TYPE_CHECKING:
+    from headrace.config import Config
+
+QUARANTINE_WARN_FRACTION = 0.01  # a summary warns when more of its input than this was quarantined
+QUARANTINE_LOUD_FRACTION = 0.5  # and warns loudly above this
+WARMUP_LISTED = 12  # instruments whose bar counts a never-warmed-up warning lists
 
 
 class Queryable(Protocol):
@@ -34,42 +42,153 @@ class Summary:
     initial_equity: float
     final_equity: float
     total_return: float
-    sharpe: float | None  # annualised from per-bar equity returns; None when undefined
-    max_drawdown: float  # largest fall from a running peak, as a fraction (0.1 = 10 %)
-    turnover: float  # notional traded / mean equity
+    sharpe: float | None  # annualised, from returns on the stats grid; None when undefined (docs/metrics.md)
+    max_drawdown: float  # largest fall from a running peak after the first decision, a fraction (0.1 = 10 %)
+    turnover: float  # notional traded / mean equity on the stats grid
     currency: str
     wall_s: float
     events_per_s: float
+    sortino: float | None = None  # annualised mean over downside deviation of grid returns
+    volatility: float | None = None  # annualised standard deviation of grid returns
+    turnover_per_year: float | None = None  # turnover scaled to a 365-day year of the decision span
+    cagr: float | None = None  # compound annual growth from the first decision; None for spans under a day
+    stats_interval: str | None = None  # the grid step, as a duration ("5m"); None when the run has no bars
+    stats_interval_ns: int | None = None
+    first_decision_ts: int | None = None  # epoch ns of the first target or order; None if there was none
+    orders_expired: int = 0  # orders left unfilled when the data ended
+    orders_skipped: int = 0  # orders never sent to the simulated venue, with a recorded reason
+    quarantined_fraction: float = 0.0  # events_quarantined / events_in
+    store: str = ""  # the store the run wrote to, its DSN with any password redacted
+    warnings: tuple[str, ...] = ()  # what a reader of the figures must know (printed under the summary)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["warnings"] = list(self.warnings)
+        return d
 
 
-def performance(equity: np.ndarray, ts: np.ndarray) -> tuple[float | None, float]:
-    """Return (annualised Sharpe of per-step returns, max drawdown) of an equity curve.
+NS_PER_DAY = 86_400 * NS_PER_S
+MAX_GRID_POINTS = 10_000_000  # a finer grid over the run's span is refused (metrics.interval too short)
+_DURATION_UNITS = (("d", NS_PER_DAY), ("h", 3600 * NS_PER_S), ("m", 60 * NS_PER_S), ("s", NS_PER_S),
+                   ("ms", 10**6), ("us", 10**3), ("ns", 1))
 
-    The Sharpe ratio uses a zero risk-free rate and the median step between timestamps (ns) to
-    annualise over a 365-day year; it is None with fewer than 3 points or no variation.
+
+def format_duration(ns: int) -> str:
+    """Return `ns` as a duration in the largest unit that holds it exactly (the form `parse_duration` reads).
 
     Examples
     --------
-    >>> day = 86_400 * 10**9
-    >>> sharpe, mdd = performance(np.array([1.0, 1.1, 0.99, 1.2]), np.arange(4) * day)
-    >>> round(mdd, 4)
+    >>> format_duration(300 * 10**9), format_duration(90 * 10**9), format_duration(0)
+    ('5m', '90s', '0s')
+    """
+    for unit, size in _DURATION_UNITS:
+        if ns % size == 0 and ns != 0:
+            return f"{ns // size}{unit}"
+    return "0s"
+
+
+@dataclass(frozen=True, slots=True)
+class Performance:
+    """Return statistics of an equity curve from the first decision on; docs/metrics.md gives every formula."""
+
+    sharpe: float | None  # annualised; None with fewer than 2 grid returns or no variation
+    sortino: float | None  # annualised; None with fewer than 2 grid returns or no losing step
+    volatility: float | None  # annualised standard deviation of grid returns; None with fewer than 2
+    max_drawdown: float  # over the raw equity rows, a fraction
+    turnover: float  # traded / mean grid equity
+    turnover_per_year: float | None  # None when the span is 0
+    cagr: float | None  # None when the span is under a day (or the figure overflows)
+    periods: int  # grid returns behind the ratios
+    span_ns: int  # first decision to the last equity row
+
+
+NO_PERFORMANCE = Performance(sharpe=None, sortino=None, volatility=None, max_drawdown=0.0, turnover=0.0,
+                             turnover_per_year=None, cagr=None, periods=0, span_ns=0)
+
+
+def max_drawdown(equity: np.ndarray) -> float:
+    """Return the largest fall from a running peak of `equity`, as a fraction of that peak.
+
+    Examples
+    --------
+    >>> round(max_drawdown(np.array([1.0, 1.1, 0.99, 1.2])), 12)
     0.1
     """
-    if len(equity) < 2:
-        return None, 0.0
+    if len(equity) == 0:
+        return 0.0
     peak = np.maximum.accumulate(equity)
-    mdd = float(np.max(1.0 - equity / peak))
-    if len(equity) < 3:
-        return None, mdd
-    rets = equity[1:] / equity[:-1] - 1.0
-    sd = float(np.std(rets, ddof=1))
-    step = float(np.median(np.diff(ts)))
-    if not sd > 0 or not step > 0:
-        return None, mdd
-    return float(np.mean(rets)) / sd * math.sqrt(NS_PER_YEAR / step), mdd
+    return float(np.max(1.0 - equity / peak))
+
+
+def resample(equity: np.ndarray, ts: np.ndarray, start: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the grid ``start, start + step, ...`` up to the last row's time, and the equity at each point.
+
+    The equity at a grid point is the last row at or before it (the first row's, for a point before every
+    row). `ts` is ascending epoch ns; an empty grid comes back when `ts` is empty or ends before `start`.
+
+    Examples
+    --------
+    >>> grid, eq = resample(np.array([1.0, 2.0, 3.0]), np.array([0, 60, 300]), 0, 120)
+    >>> grid.tolist(), eq.tolist()
+    ([0, 120, 240], [1.0, 2.0, 2.0])
+    """
+    if step <= 0:
+        raise ValueError(f"the grid step must be > 0 ns, was {step}")
+    if len(ts) == 0 or int(ts[-1]) < start:
+        return np.array([], dtype=np.int64), np.array([], dtype=float)
+    n = (int(ts[-1]) - start) // step + 1
+    if n > MAX_GRID_POINTS:
+        raise ValueError(f"a {format_duration(step)} grid over {format_duration(int(ts[-1]) - start)} has {n:,} "
+                         f"points, more than {MAX_GRID_POINTS:,}")
+    grid = start + np.arange(n, dtype=np.int64) * step
+    idx = np.searchsorted(ts, grid, side="right") - 1
+    return grid, equity[np.maximum(idx, 0)]
+
+
+def performance(equity: np.ndarray, ts: np.ndarray, *, start: int, interval_ns: int,
+                traded: float = 0.0) -> Performance:
+    """Return the statistics of the equity rows (`equity` at ascending epoch ns `ts`) from `start` on.
+
+    `start` is the first decision: the flat warm-up before it does not count. Return statistics (Sharpe,
+    Sortino, volatility) use the equity resampled to a regular grid of step `interval_ns` (see `resample`),
+    annualised over a 365-day year with ``sqrt(periods per year)``, zero risk-free rate; max drawdown uses the
+    raw rows from the one at or before `start`; turnover is `traded` (notional, account currency) over the
+    mean grid equity.
+
+    Examples
+    --------
+    >>> minute = 60 * 10**9
+    >>> p = performance(np.array([1.0, 1.0, 1.1, 0.99, 1.2]), np.arange(5) * minute, start=minute,
+    ...                 interval_ns=minute, traded=2.0)
+    >>> round(p.max_drawdown, 4), p.periods, round(p.turnover, 4)
+    (0.1, 3, 1.8648)
+    """
+    _, grid_eq = resample(equity, ts, start, interval_ns)
+    if len(grid_eq) == 0:
+        return NO_PERFORMANCE
+    first = max(int(np.searchsorted(ts, start, side="right")) - 1, 0)  # the row at or before the decision
+    raw = equity[first:]
+    span = int(ts[-1]) - start
+    rets = grid_eq[1:] / grid_eq[:-1] - 1.0
+    per_year = NS_PER_YEAR / interval_ns
+    sharpe = sortino = volatility = None
+    if len(rets) >= 2:
+        mean, sd = float(np.mean(rets)), float(np.std(rets, ddof=1))
+        volatility = sd * math.sqrt(per_year)
+        if sd > 0:
+            sharpe = mean / sd * math.sqrt(per_year)
+        downside = math.sqrt(float(np.mean(np.minimum(rets, 0.0) ** 2)))
+        if downside > 0:
+            sortino = mean / downside * math.sqrt(per_year)
+    mean_equity = float(np.mean(grid_eq))
+    turnover = traded / mean_equity if mean_equity > 0 else 0.0
+    cagr = None
+    if span >= NS_PER_DAY and raw[0] > 0 and raw[-1] > 0:
+        growth = math.log(float(raw[-1]) / float(raw[0])) * NS_PER_YEAR / span
+        cagr = math.expm1(growth) if growth < 700 else None  # beyond that exp overflows a float
+    return Performance(sharpe=sharpe, sortino=sortino, volatility=volatility, max_drawdown=max_drawdown(raw),
+                       turnover=turnover, turnover_per_year=turnover * NS_PER_YEAR / span if span > 0 else None,
+                       cagr=cagr, periods=len(rets), span_ns=span)
 
 
 def _count(db: Queryable, table: str, run_id: str) -> int:
@@ -77,34 +196,142 @@ def _count(db: Queryable, table: str, run_id: str) -> int:
                         {"run": run_id})[0]["n"])
 
 
-def summarize(db: Queryable, run_id: str, *, events_in: int, initial_equity: float, wall_s: float) -> Summary:
-    """Compute the summary of `run_id` from its rows."""
+def _table_exists(db: Queryable, table: str) -> bool:
+    rows = db.query("SELECT count() AS n FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
+                    {"t": table})
+    return int(rows[0]["n"]) > 0
+
+
+def _first_decision(db: Queryable, run_id: str) -> int | None:
+    # the first target or order of the run: every row before it is the flat warm-up
+    firsts = [db.query(f"SELECT minOrNull(toUnixTimestamp64Nano(ts_event)) AS t FROM {table} FINAL "
+                       "WHERE run_id = {run:String}", {"run": run_id})[0]["t"] for table in ("targets", "orders")]
+    known = [int(t) for t in firsts if t is not None]
+    return min(known) if known else None
+
+
+def _bars_by_instrument(db: Queryable, run_id: str) -> list[dict[str, Any]]:
+    # bars and the median bar length (close - open, ns) of every instrument of the run
+    return db.query(
+        "SELECT instrument, count() AS n, "
+        "quantileExact(0.5)(toUnixTimestamp64Nano(ts_event) - toUnixTimestamp64Nano(ts_open)) AS length_ns "
+        "FROM bars FINAL WHERE run_id = {run:String} GROUP BY instrument ORDER BY instrument", {"run": run_id})
+
+
+def _order_statuses(db: Queryable, run_id: str) -> dict[str, int]:
+    # orders that could not fill, by status ("expired", "skipped"); none before the table exists
+    if not _table_exists(db, "order_status"):
+        return {}
+    rows = db.query("SELECT status, count() AS n FROM order_status FINAL WHERE run_id = {run:String} "
+                    "GROUP BY status", {"run": run_id})
+    return {str(r["status"]): int(r["n"]) for r in rows}
+
+
+def _stats_interval(setting: str, bars: list[dict[str, Any]], warnings: list[str]) -> int | None:
+    # the grid step in ns: the longest bar length of the run ("auto") or the configured duration
+    auto = max((int(b["length_ns"]) for b in bars), default=0) or None
+    if setting == "auto":
+        return auto
+    step = parse_duration(setting)
+    if step > 0:
+        return step
+    warnings.append(f"metrics.interval = {setting!r} cannot be a grid step; statistics use the longest bar "
+                    f"length instead ({format_duration(auto) if auto else 'none: no bars'})")
+    return auto
+
+
+def _quarantine_warning(db: Queryable, run_id: str, quarantined: int, events_in: int) -> str | None:
+    fraction = quarantined / events_in if events_in > 0 else 0.0
+    if fraction <= QUARANTINE_WARN_FRACTION:
+        return None
+    top = db.query("SELECT reason, count() AS n FROM quarantine FINAL WHERE run_id = {run:String} "
+                   "GROUP BY reason ORDER BY n DESC, reason LIMIT 3", {"run": run_id})
+    reasons = "; ".join(f"{int(r['n']):,} x {str(r['reason'])[:80]}" for r in top)
+    head = "most of the input was quarantined" if fraction > QUARANTINE_LOUD_FRACTION else "input quarantined"
+    return (f"{head}: {quarantined:,} of {events_in:,} rows ({fraction:.1%}); the figures describe the rest. "
+            f"Most common reasons: {reasons}")
+
+
+def _warmup_warning(bars: list[dict[str, Any]], config: Config | None) -> str:
+    lookback = "features.momentum_lookback_bars"
+    needs = "strategy.min_instruments"
+    if config is not None:
+        lookback = f"{lookback} = {config.features.momentum_lookback_bars}, so " \
+                   f"{config.features.momentum_lookback_bars + 1} bars,"
+        needs = f"{needs} = {config.strategy.min_instruments}"
+    counts = ", ".join(f"{b['instrument']} {int(b['n']):,}" for b in bars[:WARMUP_LISTED])
+    if len(bars) > WARMUP_LISTED:
+        counts += f" and {len(bars) - WARMUP_LISTED} more"
+    return (f"the strategy never warmed up: no targets were decided. Momentum needs {lookback} per instrument "
+            f"on at least {needs} instruments; bars per instrument: {counts or 'none'}")
+
+
+def summarize(db: Queryable, run_id: str, *, events_in: int, initial_equity: float, wall_s: float,
+              store: str = "", config: Config | None = None) -> Summary:
+    """Compute the summary of `run_id` from its rows.
+
+    `store` is the DSN the run wrote to (shown with any password redacted); `config` is the run's config,
+    for ``metrics.interval`` (default "auto") and the warm-up keys a warning names.
+    """
+    warnings: list[str] = []
     eq = db.query(
         "SELECT toUnixTimestamp64Nano(ts_event) AS ts, equity, fees, traded, currency FROM equity FINAL "
         "WHERE run_id = {run:String} ORDER BY ts_event", {"run": run_id})
     equity = np.array([r["equity"] for r in eq], dtype=float)
     ts = np.array([r["ts"] for r in eq], dtype=np.int64)
-    sharpe, mdd = performance(equity, ts)  # the first row is the funded account, before any trade
     final = float(equity[-1]) if len(equity) else initial_equity
     fees = float(eq[-1]["fees"]) if eq else 0.0
     traded = float(eq[-1]["traded"]) if eq else 0.0
+    bars = _bars_by_instrument(db, run_id)
+    first = _first_decision(db, run_id)
+    interval = _stats_interval(config.metrics.interval if config is not None else "auto", bars, warnings)
+    perf = NO_PERFORMANCE
+    if first is not None and interval is not None and len(equity):
+        try:
+            perf = performance(equity, ts, start=first, interval_ns=interval, traded=traded)
+        except ValueError as e:  # a grid too fine for the span: fall back to the bar length
+            auto = _stats_interval("auto", bars, warnings)
+            warnings.append(f"metrics.interval: {e}; statistics use the longest bar length instead")
+            interval = auto
+            if auto is not None:
+                perf = performance(equity, ts, start=first, interval_ns=auto, traded=traded)
+    if first is None and bars:
+        warnings.append(_warmup_warning(bars, config))
+    quarantined = _count(db, "quarantine", run_id)
+    if (qw := _quarantine_warning(db, run_id, quarantined, events_in)) is not None:
+        warnings.append(qw)
+    statuses = _order_statuses(db, run_id)
+    from sinks.clickhouse import redact  # sinks import bytewax: keep it out of headrace's import time
+
     return Summary(
         run_id=run_id,
         events_in=events_in,
-        events_quarantined=_count(db, "quarantine", run_id),
-        bars=_count(db, "bars", run_id),
+        events_quarantined=quarantined,
+        bars=sum(int(b["n"]) for b in bars),
         orders=_count(db, "orders", run_id),
         fills=_count(db, "fills", run_id),
         fees=fees,
         initial_equity=initial_equity,
         final_equity=final,
         total_return=final / initial_equity - 1.0,
-        sharpe=sharpe,
-        max_drawdown=mdd,
-        turnover=traded / float(np.mean(equity)) if len(equity) and np.mean(equity) > 0 else 0.0,
+        sharpe=perf.sharpe,
+        max_drawdown=perf.max_drawdown,
+        turnover=perf.turnover,
         currency=str(eq[-1]["currency"]) if eq else "",
         wall_s=wall_s,
         events_per_s=events_in / wall_s if wall_s > 0 else 0.0,
+        sortino=perf.sortino,
+        volatility=perf.volatility,
+        turnover_per_year=perf.turnover_per_year,
+        cagr=perf.cagr,
+        stats_interval=format_duration(interval) if interval is not None else None,
+        stats_interval_ns=interval,
+        first_decision_ts=first,
+        orders_expired=statuses.get("expired", 0),
+        orders_skipped=statuses.get("skipped", 0),
+        quarantined_fraction=quarantined / events_in if events_in > 0 else 0.0,
+        store=redact(store),
+        warnings=tuple(warnings),
     )
 
 
