@@ -219,22 +219,42 @@ def _forget_run(store: Any, run_id: str) -> None:
 
 
 def _print_summary(s: report.Summary) -> None:
+    from rich.markup import escape
+
     t = Table(title=f"replay {s.run_id}", show_header=False)
     t.add_column("what")
     t.add_column("value", justify="right")
     ccy = s.currency
+
+    def num(x: float | None, fmt: str) -> str:
+        return "n/a" if x is None else format(x, fmt)
+
+    first = "none" if s.first_decision_ts is None else \
+        datetime.fromtimestamp(s.first_decision_ts / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     rows = [
-        ("events in", f"{s.events_in:,}"), ("events quarantined", f"{s.events_quarantined:,}"),
+        ("events in", f"{s.events_in:,}"),
+        ("events quarantined", f"{s.events_quarantined:,} ({s.quarantined_fraction:.2%})"),
         ("bars", f"{s.bars:,}"), ("orders", f"{s.orders:,}"), ("fills", f"{s.fills:,}"),
+        ("orders expired unfilled", f"{s.orders_expired:,}"), ("orders skipped", f"{s.orders_skipped:,}"),
         ("fees", f"{s.fees:.8g} {ccy}"), ("initial equity", f"{s.initial_equity:.8g} {ccy}"),
         ("final equity", f"{s.final_equity:.8g} {ccy}"), ("total return", f"{s.total_return:+.2%}"),
-        ("sharpe (annualised)", "n/a" if s.sharpe is None else f"{s.sharpe:.2f}"),
+        ("CAGR", num(s.cagr, "+.2%")), ("first decision", first),
+        ("statistics grid", s.stats_interval or "n/a"),
+        ("sharpe (annualised)", num(s.sharpe, ".2f")), ("sortino (annualised)", num(s.sortino, ".2f")),
+        ("volatility (annualised)", num(s.volatility, ".2%")),
         ("max drawdown", f"{s.max_drawdown:.2%}"), ("turnover", f"{s.turnover:.2f}x"),
+        ("turnover per year", "n/a" if s.turnover_per_year is None else f"{s.turnover_per_year:.2f}x"),
+        ("store", escape(s.store) or "n/a"),
         ("wall time", f"{s.wall_s:.2f} s"), ("throughput", f"{s.events_per_s:,.0f} events/s"),
     ]
     for k, v in rows:
         t.add_row(k, v)
     out.print(t)
+    if s.quarantined_fraction > report.QUARANTINE_LOUD_FRACTION:  # the figures describe a minority of the input
+        err.print(f"[bold red]WARNING: {s.quarantined_fraction:.1%} of the input was quarantined; "
+                  "these figures describe only the rest[/]", markup=True, highlight=False)
+    for w in s.warnings:
+        err.print(f"[yellow]warning:[/] {escape(w)}", markup=True, highlight=False)
 
 
 def _report_rows(fetch: Callable[[Any], list[dict[str, Any]]], config: Path | None, overrides: list[str] | None,
