@@ -7,10 +7,11 @@ market ─► validate (per instrument) ──quarantined───────�
            bars (per instrument) ─► features (per instrument) ──bars, features──┤
                                           │                                     │
                                           ▼ key "portfolio"                     │
-                                    cross_section ──signals, targets────────────┤
-                                          │                                     ▼
+                                    cross_section ──signals, targets, ──────────┤
+                                          │       instrument status             ▼
                                           ▼ key = account id               clickhouse
-                                       account ──orders, fills, positions, equity┘
+                                       account ──orders, fills, order status,──┘
+                                                 positions, equity
 ```
 
 Step ids are a schema: Bytewax keys saved state by them, so renaming one loses its state on resume.
@@ -32,7 +33,7 @@ from bytewax.operators import KeyedStream
 from bytewax.outputs import Sink
 
 from flows._core_step import core_step
-from headrace.config import Config
+from headrace.config import Config, parse_duration
 from headrace.events import (
     BarBatch,
     CrossSection,
@@ -47,7 +48,7 @@ from operators.execution.sim_venue import SimulatedVenue, VenueCosts
 from operators.features.bar_features import BarFeatures
 from operators.portfolio.cross_section import CrossSectionCore
 from operators.portfolio.sizing import VolTargetSizer
-from operators.positions.account import Account, AccountOut
+from operators.positions.account import Account, AccountOut, AccountSnap, FillOn
 from operators.positions.fx import FxTable, infer_currency
 from operators.signals.momentum import CrossSectionalMomentum
 from operators.validation.market_checks import MarketValidator
@@ -81,7 +82,7 @@ def _rows_of_features(batch: FeatureBatch) -> list[WrittenEvent]:
 
 
 def _rows_of_cross_section(cs: CrossSection) -> list[WrittenEvent]:
-    return [*cs.signals, *cs.targets]
+    return [*cs.signals, *cs.targets, *cs.statuses]
 
 
 def build_flow(plan: ReplayPlan, config: Config, run_id: str, *, dsn: str | None = None,
@@ -97,6 +98,9 @@ def build_flow(plan: ReplayPlan, config: Config, run_id: str, *, dsn: str | None
     feats_cfg, strat, siz, acct = config.features, config.strategy, config.sizing, config.account
     sizer = VolTargetSizer(siz.target_volatility, siz.max_weight, siz.max_gross_leverage, strat.long_only)
     signal = CrossSectionalMomentum()
+    stale_after = parse_duration(strat.stale_after)
+    latency = parse_duration(acct.latency)
+    fill_on: FillOn = "decision_close" if acct.fill_on == "decision_close" else "next_open"
 
     flow = Dataflow("headrace")
     market = op.input("market", flow, source or ReplaySource(plan, progress))
@@ -116,20 +120,26 @@ def build_flow(plan: ReplayPlan, config: Config, run_id: str, *, dsn: str | None
     feature_batches = op.key_rm("feature_values", features)
 
     def new_cross_section(_: object) -> CrossSectionCore:
-        return CrossSectionCore(w.universe, signal, sizer, strat.rebalance_bars, strat.min_instruments)
+        return CrossSectionCore(w.universe, signal, sizer, strat.rebalance_bars, strat.min_instruments,
+                                stale_after_ns=stale_after)
 
     cross: Stream[CrossSection] = op.key_rm("cross_section_values", core_step(
         "cross_section", op.key_on("key_portfolio", feature_batches, lambda _: "portfolio"), new_cross_section,
         lambda snap: CrossSectionCore.restore(w.universe, signal, sizer, strat.rebalance_bars,
-                                              strat.min_instruments, snap)))
+                                              strat.min_instruments, snap, stale_after_ns=stale_after)))
 
     def new_account(_: object) -> Account:
-        return Account(acct.id, w.venues, w.fx, w.sim, acct.initial_cash, acct.latency_bars, siz.min_trade_weight)
+        return Account(acct.id, w.venues, w.fx, w.sim, initial_cash=acct.initial_cash,
+                       min_trade_weight=siz.min_trade_weight, latency_ns=latency, fill_on=fill_on)
 
+    def restore_account(snap: AccountSnap) -> Account:
+        return Account.restore(acct.id, w.venues, w.fx, w.sim, snap, initial_cash=acct.initial_cash,
+                               min_trade_weight=siz.min_trade_weight, latency_ns=latency, fill_on=fill_on)
+
+    new_cross_section(None)  # contradictory settings (stale_after 0s, decision_close with a latency) fail here,
+    new_account(None)  # when the flow is built, not in the middle of a run
     account: Stream[AccountOut] = op.key_rm("account_values", core_step(
-        "account", op.key_on("key_account", cross, lambda _: acct.id), new_account,
-        lambda snap: Account.restore(acct.id, w.venues, w.fx, w.sim, acct.initial_cash, acct.latency_bars,
-                                     siz.min_trade_weight, snap)))
+        "account", op.key_on("key_account", cross, lambda _: acct.id), new_account, restore_account))
 
     rows = op.merge(
         "rows",

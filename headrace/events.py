@@ -24,6 +24,8 @@ import numpy.typing as npt
 
 Side = Literal["buy", "sell"]
 TargetStatus = Literal["ok", "fallback_previous"]
+InstrumentState = Literal["stale", "live"]
+OrderOutcome = Literal["expired", "skipped"]
 
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
@@ -284,6 +286,24 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class InstrumentStatus:
+    """An instrument left the cross-section because its data stopped ("stale"), or came back ("live").
+
+    `ts_event` is the processed bar time at which the change was seen; `last_bar_ts` the close time of the
+    instrument's last bar at that moment (for "live", the bar that brought it back).
+    """
+
+    instrument: str
+    ts_event: int
+    status: InstrumentState
+    last_bar_ts: int
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("instrument_status", self.instrument, self.ts_event, self.status)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CrossSection:
     """Everything the account needs at one bar time: every bar closed at `ts_event`, and the decisions."""
 
@@ -291,6 +311,7 @@ class CrossSection:
     bars: tuple[Bar, ...]  # sorted by instrument
     signals: tuple[Signal, ...] = ()
     targets: tuple[Target, ...] = ()  # empty when this bar time is not a rebalance
+    statuses: tuple[InstrumentStatus, ...] = ()  # instruments that went stale or came back at this time
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -309,6 +330,25 @@ class Order:
     @property
     def event_id(self) -> str:
         return self.order_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderStatus:
+    """The end of an order that never filled: "expired" (its instrument went stale, or the data ended while
+    it was working) or "skipped" (it could not be filled when decided, e.g. no bar closes at the decision time
+    with ``fill_on = "decision_close"``). `reason` says which, in words.
+    """
+
+    order_id: str
+    account: str
+    instrument: str
+    ts_event: int
+    status: OrderOutcome
+    reason: str
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("order_status", self.order_id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -342,6 +382,8 @@ class Position:
     """One instrument's position in an account at `ts_event`, marked to the last close.
 
     Money fields are in the instrument's quote currency except `value_account`, in the account's currency.
+    `mark_ts` is the close time of the bar that gave the mark (0 before any); `stale` says the instrument's
+    data has stopped (it left the cross-section), so the mark is its last known price.
     """
 
     account: str
@@ -354,6 +396,8 @@ class Position:
     realized_pnl: float
     fees: float
     value_account: float
+    mark_ts: int = 0
+    stale: bool = False
 
     @property
     def event_id(self) -> str:
@@ -379,4 +423,5 @@ class Equity:
         return stable_id("equity", self.account, self.ts_event)
 
 
-WrittenEvent = Bar | Features | Signal | Target | Order | Fill | Position | Equity | Quarantined
+WrittenEvent = (Bar | Features | Signal | Target | Order | Fill | Position | Equity | Quarantined | InstrumentStatus
+                | OrderStatus)

@@ -137,11 +137,41 @@ CREATE TABLE IF NOT EXISTS positions
     unrealized_pnl  Float64,                      -- quote currency
     realized_pnl    Float64,                      -- quote currency, fees not included
     fees            Float64,                      -- quote currency, cumulative
-    value_account   Float64                       -- amount * mark in the account currency
+    value_account   Float64,                      -- amount * mark in the account currency
+    mark_ts         DateTime64(9, 'UTC'),         -- close time of the bar that gave the mark
+    stale           Bool                          -- the instrument's data has stopped: mark is its last price
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(ts_event)
 ORDER BY (run_id, account, instrument, ts_event, event_id);
+
+CREATE TABLE IF NOT EXISTS order_status
+(
+    run_id      String,
+    event_id    String,
+    order_id    String,
+    account     LowCardinality(String),
+    instrument  LowCardinality(String),
+    ts_event    DateTime64(9, 'UTC'),             -- when the order expired or was skipped
+    status      LowCardinality(String),           -- expired | skipped
+    reason      String                            -- instrument stale | end of data | no bar closes at the decision time
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(ts_event)
+ORDER BY (run_id, instrument, ts_event, event_id);
+
+CREATE TABLE IF NOT EXISTS instrument_status
+(
+    run_id      String,
+    event_id    String,
+    instrument  LowCardinality(String),
+    ts_event    DateTime64(9, 'UTC'),             -- the processed bar time at which the change was seen
+    status      LowCardinality(String),           -- stale (left the cross-section) | live (came back)
+    last_bar_ts DateTime64(9, 'UTC')              -- close of the instrument's last bar then
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(ts_event)
+ORDER BY (run_id, instrument, ts_event, event_id);
 
 CREATE TABLE IF NOT EXISTS equity
 (

@@ -5,6 +5,11 @@ To stay deterministic it buffers them by bar close time and processes a time onl
 instrument's watermark has passed it (each instrument promises, with its watermark, that no bar at
 or before it is still to come). Times are processed in order, instruments in sorted order, so the
 output does not depend on scheduling or on the number of workers.
+
+Instruments run on different clocks, and their data may stop (a venue's file ends, a feed dies). At each
+processed time, an instrument whose last bar closed more than `stale_after_ns` before that time is
+stale: it leaves the cross-section (not ranked, no targets; sizing spreads over the live instruments)
+and an `InstrumentStatus` "stale" is emitted; its next bar brings it back with a "live" status.
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from headrace.errors import ConfigError, InvariantError
-from headrace.events import Bar, CrossSection, FeatureBatch, Features, Signal, Target
+from headrace.events import Bar, CrossSection, FeatureBatch, Features, InstrumentStatus, Signal, Target
 from operators.base import check_version
 from operators.portfolio.sizing import VolTargetSizer, annualise
 from operators.signals.momentum import SignalModel
 
 _MIN = int(np.iinfo(np.int64).min)
+NEVER_STALE = int(np.iinfo(np.int64).max)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +37,8 @@ class CrossSectionSnap:
     latest: tuple[tuple[str, Features, int], ...]  # features and the bar's timeframe, per instrument
     count: int
     last_ts: int
+    last_bar: tuple[tuple[str, int], ...]  # close time of each instrument's last bar
+    stale: tuple[str, ...]
 
 
 class CrossSectionCore:
@@ -45,23 +53,31 @@ class CrossSectionCore:
     rebalance_bars
         Decide targets on every n-th processed bar time.
     min_instruments
-        Instruments with momentum and volatility needed to decide at all.
+        Instruments with momentum and volatility needed to decide at all (live ones only).
+    stale_after_ns
+        An instrument whose last bar closed more than this before the processed time is stale
+        (``strategy.stale_after``); the default never makes one stale.
     """
 
     def __init__(self, universe: Sequence[str], signal: SignalModel, sizer: VolTargetSizer,
-                 rebalance_bars: int, min_instruments: int) -> None:
+                 rebalance_bars: int, min_instruments: int, *, stale_after_ns: int = NEVER_STALE) -> None:
         if not universe:
             raise ConfigError("replay", "no instruments to trade: the universe is empty")
+        if stale_after_ns <= 0:
+            raise ConfigError("strategy.stale_after", f"must be > 0, was {stale_after_ns} ns")
         self.universe = tuple(sorted(set(universe)))
         self.signal = signal
         self.sizer = sizer
         self.rebalance_bars = rebalance_bars
         self.min_instruments = min_instruments
+        self.stale_after_ns = stale_after_ns
         self._watermarks = {k: _MIN for k in self.universe}
         self._pending: dict[int, dict[str, tuple[Bar, Features]]] = {}
         self._latest: dict[str, tuple[Features, int]] = {}
         self._count = 0
         self._last_ts = _MIN
+        self._last_bar: dict[str, int] = {}
+        self._stale: set[str] = set()
 
     def update(self, item: FeatureBatch) -> list[CrossSection]:
         if item.instrument not in self._watermarks:
@@ -89,17 +105,34 @@ class CrossSectionCore:
         for k in sorted(slot):
             bar, feat = slot[k]
             self._latest[k] = (feat, bar.timeframe_ns)
+            self._last_bar[k] = bar.ts_event
+        statuses = self._statuses(ts, slot)
         self._count += 1
         if self._count % self.rebalance_bars != 0:
-            return CrossSection(ts_event=ts, bars=bars)
+            return CrossSection(ts_event=ts, bars=bars, statuses=statuses)
         signals, targets = self._decide(ts)
-        return CrossSection(ts_event=ts, bars=bars, signals=signals, targets=targets)
+        return CrossSection(ts_event=ts, bars=bars, signals=signals, targets=targets, statuses=statuses)
+
+    def _statuses(self, ts: int, slot: dict[str, tuple[Bar, Features]]) -> tuple[InstrumentStatus, ...]:
+        out = []
+        for k in self.universe:
+            last = self._last_bar.get(k)
+            if last is None:
+                continue
+            if k in self._stale and k in slot:
+                self._stale.discard(k)
+                out.append(InstrumentStatus(instrument=k, ts_event=ts, status="live", last_bar_ts=last))
+            elif k not in self._stale and ts - last > self.stale_after_ns:
+                self._stale.add(k)
+                out.append(InstrumentStatus(instrument=k, ts_event=ts, status="stale", last_bar_ts=last))
+        return tuple(out)
 
     def _decide(self, ts: int) -> tuple[tuple[Signal, ...], tuple[Target, ...]]:
         momentum: dict[str, float] = {}
         vol_annual: dict[str, float | None] = {}
         vol_bar: dict[str, float | None] = {}
-        for k in self.universe:
+        live = [k for k in self.universe if k not in self._stale]
+        for k in live:
             if k not in self._latest:
                 continue
             feat, tf = self._latest[k]
@@ -114,27 +147,32 @@ class CrossSectionCore:
         signals = tuple(Signal(instrument=k, ts_event=ts, strategy=self.signal.name, score=scores[k])
                         for k in sorted(scores))
         targets = tuple(Target(instrument=k, ts_event=ts, weight=weights.get(k, 0.0), status="ok",
-                               volatility=vol_bar.get(k)) for k in self.universe)
+                               volatility=vol_bar.get(k)) for k in live)
         return signals, targets
 
     def snapshot(self) -> CrossSectionSnap:
         return CrossSectionSnap(
-            version=1,
+            version=2,
             watermarks=tuple(sorted(self._watermarks.items())),
             pending=tuple((t, tuple(self._pending[t][k] for k in sorted(self._pending[t])))
                           for t in sorted(self._pending)),
             latest=tuple((k, f, tf) for k, (f, tf) in sorted(self._latest.items())),
             count=self._count,
             last_ts=self._last_ts,
+            last_bar=tuple(sorted(self._last_bar.items())),
+            stale=tuple(sorted(self._stale)),
         )
 
     @classmethod
     def restore(cls, universe: Sequence[str], signal: SignalModel, sizer: VolTargetSizer, rebalance_bars: int,
-                min_instruments: int, snap: CrossSectionSnap) -> CrossSectionCore:
-        check_version(snap, expected=1)
-        core = cls(universe, signal, sizer, rebalance_bars, min_instruments)
+                min_instruments: int, snap: CrossSectionSnap, *,
+                stale_after_ns: int = NEVER_STALE) -> CrossSectionCore:
+        check_version(snap, expected=2)
+        core = cls(universe, signal, sizer, rebalance_bars, min_instruments, stale_after_ns=stale_after_ns)
         core._watermarks.update(dict(snap.watermarks))
         core._pending = {t: {b.instrument: (b, f) for b, f in pairs} for t, pairs in snap.pending}
         core._latest = {k: (f, tf) for k, f, tf in snap.latest}
         core._count, core._last_ts = snap.count, snap.last_ts
+        core._last_bar = dict(snap.last_bar)
+        core._stale = set(snap.stale)
         return core

@@ -2,28 +2,50 @@
 
 One core per account. It owns everything that fills change (positions, cash, working orders) so that
 fills reach positions without a loop in the dataflow. Each `CrossSection` (all bars closed at one time,
-plus targets on rebalance times) is handled in a fixed order:
+plus targets on rebalance times and instruments that went stale or came back) is handled in a fixed order:
 
-1. working orders due on this bar fill at the bar's open (latency counted in the instrument's bars);
-2. marks move to the bars' closes;
-3. on a rebalance, targets become market orders sized on current equity (latency 0 fills at the close);
-4. equity is recorded, and positions that changed or are held on a rebalance.
+1. working orders fill at the open of their instrument's first bar that opens at or after the order's
+   time plus the latency (a time, not a count of bars: instruments run on different clocks); the half
+   spread is the one quoted when that bar opened (the last bid/ask known then), never the bar's own;
+2. marks, their times and the last known quotes move to the bars' closes;
+3. instruments that went stale: their working orders expire (an `OrderStatus`), their positions keep
+   the last mark and are flagged stale;
+4. on a rebalance, targets become market orders sized on current equity; with ``fill_on =
+   "decision_close"`` they fill at once at the decision bar's close, or are skipped (an `OrderStatus`)
+   when their instrument has no bar closing at the decision time;
+5. equity is recorded, and positions that changed or are held on a rebalance.
 
-Positions use average cost: realised PnL when a position shrinks, fees kept apart (quote currency).
+At the end of the data, `flush` expires the orders still working. Positions use average cost: realised
+PnL when a position shrinks, fees kept apart (quote currency).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Literal
 
-from headrace.errors import InvariantError
-from headrace.events import CrossSection, Equity, Fill, Order, Position, split_instrument, stable_id
+from headrace.errors import ConfigError, InvariantError
+from headrace.events import (
+    CrossSection,
+    Equity,
+    Fill,
+    Order,
+    OrderStatus,
+    Position,
+    split_instrument,
+    stable_id,
+)
 from operators.base import check_version
-from operators.execution.sim_venue import SimulatedVenue
+from operators.execution.sim_venue import Quote, SimulatedVenue
 from operators.positions.fx import FxTable
 
-AccountOut = Order | Fill | Position | Equity
+AccountOut = Order | Fill | Position | Equity | OrderStatus
+FillOn = Literal["next_open", "decision_close"]
+
+EXPIRED_STALE = "instrument stale"
+EXPIRED_END = "end of data"
+SKIPPED_NO_BAR = "no bar closes at the decision time"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +77,10 @@ class Holding:
 
 @dataclass(frozen=True, slots=True)
 class Working:
+    """An order waiting for its fill: the first bar of its instrument that opens at or after `due`."""
+
     order: Order
-    bars_left: int
+    due: int  # order time + latency, ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +89,9 @@ class AccountSnap:
     funded: bool
     cash: tuple[tuple[str, str, float], ...]  # venue, currency, amount
     holdings: tuple[tuple[str, Holding], ...]
-    marks: tuple[tuple[str, float], ...]
+    marks: tuple[tuple[str, float, int], ...]  # instrument, last close, its bar's close time
+    quotes: tuple[tuple[str, float, float], ...]  # instrument, last known bid, ask
+    stale: tuple[str, ...]
     working: tuple[Working, ...]
     fees_account: float
     traded_account: float
@@ -83,25 +109,40 @@ class Account:
         Converts quote currencies into the account currency (`fx.currency`).
     initial_cash
         Cash in the account currency, split evenly over `venues` on the first bar.
-    latency_bars
-        0: fill at the decision bar's close; n: at the open of the instrument's n-th next bar.
     min_trade_weight
         Trades smaller than this fraction of equity are skipped.
+    latency_ns
+        Time from a decision until its order reaches the venue (``account.latency``).
+    fill_on
+        "next_open": at the open of the instrument's first bar opening at or after decision + latency;
+        "decision_close": at the decision bar's close (latency must be 0).
     """
 
-    def __init__(self, account_id: str, venues: Sequence[str], fx: FxTable, sim: SimulatedVenue,
-                 initial_cash: float, latency_bars: int, min_trade_weight: float) -> None:
+    def __init__(self, account_id: str, venues: Sequence[str], fx: FxTable, sim: SimulatedVenue, *,
+                 initial_cash: float, min_trade_weight: float, latency_ns: int = 0,
+                 fill_on: FillOn = "next_open") -> None:
+        if fill_on not in ("next_open", "decision_close"):
+            raise ConfigError("account.fill_on", f"must be 'next_open' or 'decision_close', was {fill_on!r}")
+        if latency_ns < 0:
+            raise ConfigError("account.latency", f"must be >= 0, was {latency_ns!r} ns")
+        if fill_on == "decision_close" and latency_ns != 0:
+            raise ConfigError("account.fill_on", f"'decision_close' fills at the decision itself, so "
+                                                 f"account.latency must be 0s (was {latency_ns} ns)")
         self.account_id = account_id
         self.venues = tuple(sorted(set(venues)))
         self.fx = fx
         self.sim = sim
         self.initial_cash = initial_cash
-        self.latency_bars = latency_bars
         self.min_trade_weight = min_trade_weight
+        self.latency_ns = latency_ns
+        self.fill_on: FillOn = fill_on
         self._funded = False
         self._cash: dict[tuple[str, str], float] = {}
         self._holdings: dict[str, Holding] = {}
         self._marks: dict[str, float] = {}
+        self._mark_ts: dict[str, int] = {}
+        self._quotes: dict[str, Quote] = {}
+        self._stale: set[str] = set()
         self._working: list[Working] = []
         self._fees_account = 0.0
         self._traded_account = 0.0
@@ -122,46 +163,70 @@ class Account:
         touched: set[str] = set()
         bars = {b.instrument: b for b in cs.bars}
         still: list[Working] = []
-        for w in self._working:  # 1. working orders due on this bar
+        for w in self._working:  # 1. working orders whose first bar at or after their due time is here
             bar = bars.get(w.order.instrument)
-            if bar is None:
+            if bar is None or bar.ts_open < w.due:
                 still.append(w)
-            elif w.bars_left > 1:
-                still.append(replace(w, bars_left=w.bars_left - 1))
-            else:
-                out.append(self._fill(w.order, self.sim.execute(w.order, bar, at="open")))
+            else:  # the quote known at the bar's open: the last one stamped before this bar's own
+                fill = self.sim.execute(w.order, bar, at="open", quote=self._quotes.get(w.order.instrument))
+                out.append(self._fill(w.order, fill))
                 touched.add(w.order.instrument)
         self._working = still
-        for b in cs.bars:  # 2. marks
+        for b in cs.bars:  # 2. marks and quotes
             self._marks[b.instrument] = b.close
-        if cs.targets:  # 3. decisions
+            self._mark_ts[b.instrument] = b.ts_event
+            if b.bid is not None and b.ask is not None:
+                self._quotes[b.instrument] = (b.bid, b.ask)
+        for st in cs.statuses:  # 3. instruments whose data stopped, or resumed
+            if st.status == "stale":
+                self._stale.add(st.instrument)
+                out += self._expire(cs.ts_event, EXPIRED_STALE, st.instrument)
+            else:
+                self._stale.discard(st.instrument)
+            if st.instrument in self._holdings:
+                touched.add(st.instrument)
+        if cs.targets:  # 4. decisions
             equity = self._equity_value()
             for t in cs.targets:
                 order = self._order_for(cs.ts_event, t.instrument, t.weight, equity)
                 if order is None:
                     continue
                 out.append(order)
-                if self.latency_bars == 0:
-                    out.append(self._fill(order, self.sim.execute(order, bars[order.instrument], at="close")))
-                    touched.add(order.instrument)
+                if self.fill_on == "next_open":
+                    self._working.append(Working(order, order.ts_event + self.latency_ns))
+                elif (bar := bars.get(order.instrument)) is None:
+                    out.append(self._status(order, cs.ts_event, "skipped", SKIPPED_NO_BAR))
                 else:
-                    self._working.append(Working(order, self.latency_bars))
-        out.append(self._equity(cs.ts_event))  # 4. records
+                    fill = self.sim.execute(order, bar, at="close", quote=self._quotes.get(order.instrument))
+                    out.append(self._fill(order, fill))
+                    touched.add(order.instrument)
+        out.append(self._equity(cs.ts_event))  # 5. records
         held = {k for k, h in self._holdings.items() if h.amount != 0} if cs.targets else set()
         out += [self._position(k, cs.ts_event) for k in sorted(touched | held)]
         return out
 
     def flush(self) -> list[AccountOut]:
-        """At the end of input: the final position of every instrument ever traded."""
+        """At the end of input: orders still working expire, then the final position of every instrument traded."""
         if self._last_ts < 0:
             return []
-        return [self._position(k, self._last_ts) for k in sorted(self._holdings)]
+        out: list[AccountOut] = list(self._expire(self._last_ts, EXPIRED_END))
+        return out + [self._position(k, self._last_ts) for k in sorted(self._holdings)]
 
     # -- pieces ---------------------------------------------------------------------------------
 
+    def _status(self, order: Order, ts: int, status: Literal["expired", "skipped"], reason: str) -> OrderStatus:
+        return OrderStatus(order_id=order.order_id, account=self.account_id, instrument=order.instrument,
+                           ts_event=ts, status=status, reason=reason)
+
+    def _expire(self, ts: int, reason: str, instrument: str | None = None) -> list[OrderStatus]:
+        """Expire the working orders (of `instrument`, or all), in the order they were placed."""
+        gone = [w for w in self._working if instrument is None or w.order.instrument == instrument]
+        self._working = [w for w in self._working if instrument is not None and w.order.instrument != instrument]
+        return [self._status(w.order, ts, "expired", reason) for w in gone]
+
     def _order_for(self, ts: int, instrument: str, weight: float, equity: float) -> Order | None:
         mark = self._marks.get(instrument)
-        rate = self.fx.rate(split_instrument(instrument)[3], self._marks)
+        rate = self.fx.rate(split_instrument(instrument)[3], self._marks, self._mark_ts)
         if mark is None or rate is None or not equity > 0:
             return None
         current = self._holdings.get(instrument, Holding()).amount
@@ -179,13 +244,13 @@ class Account:
         signed_cash = -fill.notional if fill.side == "buy" else fill.notional
         self._cash[(venue, quote)] = self._cash.get((venue, quote), 0.0) + signed_cash - fill.fee
         self._holdings[order.instrument] = self._holdings.get(order.instrument, Holding()).apply(fill)
-        rate = self.fx.rate(quote, self._marks)
+        rate = self.fx.rate(quote, self._marks, self._mark_ts)
         self._fees_account += fill.fee * (rate if rate is not None else 0.0)
         self._traded_account += fill.notional * (rate if rate is not None else 0.0)
         return fill
 
     def _rate(self, ccy: str) -> float:
-        rate = self.fx.rate(ccy, self._marks)
+        rate = self.fx.rate(ccy, self._marks, self._mark_ts)
         if rate is None:
             raise InvariantError(f"account {self.account_id}: holds {ccy} but no rate is known yet")
         return rate
@@ -214,26 +279,35 @@ class Account:
         return Position(account=self.account_id, instrument=instrument, ts_event=ts, amount=h.amount,
                         avg_price=h.avg_price, mark=mark, unrealized_pnl=h.amount * (mark - h.avg_price),
                         realized_pnl=h.realized, fees=h.fees,
-                        value_account=self._value(instrument) if instrument in self._holdings else 0.0)
+                        value_account=self._value(instrument) if instrument in self._holdings else 0.0,
+                        mark_ts=self._mark_ts.get(instrument, 0), stale=instrument in self._stale)
 
     # -- state ----------------------------------------------------------------------------------
 
     def snapshot(self) -> AccountSnap:
-        return AccountSnap(version=1, funded=self._funded,
+        return AccountSnap(version=2, funded=self._funded,
                            cash=tuple((v, c, x) for (v, c), x in sorted(self._cash.items())),
-                           holdings=tuple(sorted(self._holdings.items())), marks=tuple(sorted(self._marks.items())),
-                           working=tuple(self._working), fees_account=self._fees_account,
-                           traded_account=self._traded_account, last_ts=self._last_ts)
+                           holdings=tuple(sorted(self._holdings.items())),
+                           marks=tuple((k, m, self._mark_ts[k]) for k, m in sorted(self._marks.items())),
+                           quotes=tuple((k, b, a) for k, (b, a) in sorted(self._quotes.items())),
+                           stale=tuple(sorted(self._stale)), working=tuple(self._working),
+                           fees_account=self._fees_account, traded_account=self._traded_account,
+                           last_ts=self._last_ts)
 
     @classmethod
-    def restore(cls, account_id: str, venues: Sequence[str], fx: FxTable, sim: SimulatedVenue,
-                initial_cash: float, latency_bars: int, min_trade_weight: float, snap: AccountSnap) -> Account:
-        check_version(snap, expected=1)
-        core = cls(account_id, venues, fx, sim, initial_cash, latency_bars, min_trade_weight)
+    def restore(cls, account_id: str, venues: Sequence[str], fx: FxTable, sim: SimulatedVenue, snap: AccountSnap, *,
+                initial_cash: float, min_trade_weight: float, latency_ns: int = 0,
+                fill_on: FillOn = "next_open") -> Account:
+        check_version(snap, expected=2)
+        core = cls(account_id, venues, fx, sim, initial_cash=initial_cash, min_trade_weight=min_trade_weight,
+                   latency_ns=latency_ns, fill_on=fill_on)
         core._funded = snap.funded
         core._cash = {(v, c): x for v, c, x in snap.cash}
         core._holdings = dict(snap.holdings)
-        core._marks = dict(snap.marks)
+        core._marks = {k: m for k, m, _ in snap.marks}
+        core._mark_ts = {k: t for k, _, t in snap.marks}
+        core._quotes = {k: (b, a) for k, b, a in snap.quotes}
+        core._stale = set(snap.stale)
         core._working = list(snap.working)
         core._fees_account, core._last_ts = snap.fees_account, snap.last_ts
         core._traded_account = snap.traded_account

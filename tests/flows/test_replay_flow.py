@@ -12,7 +12,7 @@ from bytewax.run import cli_main
 from bytewax.testing import TestingSink, run_main
 
 from flows.trading import build_flow, wiring
-from headrace.config import Config
+from headrace.config import Config, parse_duration
 from headrace.events import Fill, MarketSlice
 from helpers import small_config
 from operators.bars.bar_builder import BarBuilder
@@ -53,8 +53,10 @@ def plain_loop(plan: ReplayPlan, config: Config) -> list[Any]:
     validators = {i: MarketValidator() for i in plan.universe}
     builders = {i: BarBuilder(i, config.timeframe_ns) for i in plan.universe}
     feats = {i: BarFeatures(f.vol_halflife_bars, f.momentum_lookback_bars) for i in plan.universe}
-    cross = CrossSectionCore(plan.universe, CrossSectionalMomentum(), sizer, s.rebalance_bars, s.min_instruments)
-    account = Account(a.id, w.venues, w.fx, w.sim, a.initial_cash, a.latency_bars, z.min_trade_weight)
+    cross = CrossSectionCore(plan.universe, CrossSectionalMomentum(), sizer, s.rebalance_bars, s.min_instruments,
+                             stale_after_ns=parse_duration(s.stale_after))
+    account = Account(a.id, w.venues, w.fx, w.sim, initial_cash=a.initial_cash, min_trade_weight=z.min_trade_weight,
+                      latency_ns=parse_duration(a.latency), fill_on=a.fill_on)  # type: ignore[arg-type]
     out: list[Any] = []
 
     def downstream(batches: list[Any]) -> None:
@@ -62,7 +64,7 @@ def plain_loop(plan: ReplayPlan, config: Config) -> list[Any]:
             for fb in feats[b.instrument].update(b):
                 out.extend([*fb.bars, *fb.features])
                 for cs in cross.update(fb):
-                    out.extend([*cs.signals, *cs.targets])
+                    out.extend([*cs.signals, *cs.targets, *cs.statuses])
                     out.extend(account.update(cs))
 
     for j in range(plan.n_slices):
@@ -75,7 +77,7 @@ def plain_loop(plan: ReplayPlan, config: Config) -> list[Any]:
     for i in plan.universe:
         downstream(builders[i].flush())
     for cs in cross.flush():
-        out.extend([*cs.signals, *cs.targets])
+        out.extend([*cs.signals, *cs.targets, *cs.statuses])
         out.extend(account.update(cs))
     out.extend(account.flush())
     return out

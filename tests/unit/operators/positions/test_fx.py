@@ -31,3 +31,18 @@ def test_account_currency_is_the_shared_quote_or_must_be_set() -> None:
     with pytest.raises(ConfigError, match="set the account currency") as info:
         infer_currency(["a:X/USD", "b:Y/EUR"], "")
     assert info.value.key == "account.currency"
+
+
+def test_a_currency_priced_by_several_instruments_takes_the_freshest_mark() -> None:
+    fx = FxTable.resolve("USD", ["binanceus:BTC/USD", "kraken:BTC/USD", "kraken:USD/BTC", "kraken:ETH/BTC"], fixed={})
+    marks = {"binanceus:BTC/USD": 30_000.0, "kraken:BTC/USD": 31_000.0, "kraken:USD/BTC": 1 / 32_000.0}
+    # binanceus stopped at t=100 while kraken goes on: the rate never comes from the stopped one
+    assert fx.rate("BTC", marks, {"binanceus:BTC/USD": 100, "kraken:BTC/USD": 400, "kraken:USD/BTC": 300}) == 31_000.0
+    assert fx.rate("BTC", marks, {"binanceus:BTC/USD": 500, "kraken:BTC/USD": 400, "kraken:USD/BTC": 300}) == 30_000.0
+    inverse = fx.rate("BTC", marks, {"binanceus:BTC/USD": 100, "kraken:BTC/USD": 200, "kraken:USD/BTC": 300})
+    assert inverse == pytest.approx(32_000.0)
+    # equally fresh: the first candidate in a fixed order (direct quotes, sorted), whatever the dict order
+    same = {"kraken:USD/BTC": 400, "kraken:BTC/USD": 400, "binanceus:BTC/USD": 400}
+    assert fx.rate("BTC", dict(reversed(list(marks.items()))), same) == 30_000.0
+    # a candidate without any mark yet is passed over
+    assert fx.rate("BTC", {"kraken:BTC/USD": 31_000.0}, {"kraken:BTC/USD": 5}) == 31_000.0
