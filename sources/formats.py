@@ -9,8 +9,9 @@ and file, in one of three normalised schemas (all times integer UTC epoch ns; ro
 
 plus ``row`` (0-based data row in the file), ``problem`` (null, or why the row is unusable) and ``raw``
 (the row as read, JSON, for rows with a problem). The checks that need no memory of other rows run
-here, vectorised: missing or unparseable fields, non-finite or non-positive values, high < low,
-crossed quotes. See docs/data.md for the path layouts recognised.
+here, vectorised: missing or unparseable fields, times outside the plausibility window, non-finite,
+non-positive or implausible values, high < low, open or close outside [low, high], crossed quotes.
+`iter_file` reads one file in batches. See docs/data.md for the layouts, time units and date formats.
 """
 
 from __future__ import annotations
@@ -18,15 +19,24 @@ from __future__ import annotations
 import functools
 import importlib.util
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as pa_ipc
+import pyarrow.parquet as pq
 
 from headrace.config import parse_timeframe
-from headrace.errors import DataSourceError
+from headrace.errors import ConfigError, DataSourceError
+
+if TYPE_CHECKING:
+    from headrace.config import Config
 
 Kind = Literal["bar", "trade", "quote"]
 
@@ -60,6 +70,7 @@ class ParsedFrame:
     timeframe_ns: int
     path: str
     frame: pl.DataFrame
+    ts_unit: str = ""  # how its times were read: s, ms, us, ns (epochs), iso, date_format or datetime
 
 
 # --------------------------------------------------------------------------------------------------
@@ -207,8 +218,8 @@ def _sniff(path: str, ext: str) -> tuple[str, Kind] | None:
             cols = set(pl.read_parquet_schema(path))
         else:
             cols = set(pl.read_csv(path, n_rows=0, infer_schema=False).columns)
-    except Exception as e:  # any reader error means: not a file we can tell
-        raise DataSourceError(path, f"cannot read its columns: {e}") from e
+    except (Exception, pl.exceptions.PanicException) as e:  # noqa: BLE001 - any reader error: not a file we can tell
+        raise DataSourceError(path, f"cannot read its columns: {_short(e)}") from None
     if {"open", "high", "low", "close", "volume"} <= cols and cols & {"date", "timestamp"}:
         return "ohlcv_frame", "bar"
     if {"timestamp", "price", "amount"} <= cols:
@@ -235,25 +246,391 @@ def infer_timeframe(ts_open: pl.Series) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# reader options
+
+
+def date_ns(text: str, key: str = "validation.earliest") -> int:
+    """Return the UTC epoch ns of an ISO 8601 date or time (naive means UTC); `ConfigError` names `key`.
+
+    Examples
+    --------
+    >>> date_ns("2009-01-03")
+    1230940800000000000
+    """
+    try:
+        d = datetime.fromisoformat(text)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(key, f"must be an ISO 8601 date such as '2009-01-03', was {text!r}") from e
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return (d - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_UNITS = ("s", "ms", "us", "ns")
+_SCALE = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1, "d": 86_400 * 10**9}
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    """How to read times: the unit of integer epochs, the format of non-ISO text, the plausibility window.
+
+    `timestamp_unit` is ``auto`` (told from the magnitude, per file) or one of s, ms, us, ns; `date_format`
+    is a strftime format for text times that are not ISO 8601 ("" accepts ISO 8601 only); rows stamped
+    outside ``[earliest_ns, latest_ns]`` are quarantined as ``timestamp out of range``.
+    """
+
+    timestamp_unit: str = "auto"
+    date_format: str = ""
+    earliest_ns: int = 1_230_940_800 * 10**9  # 2009-01-03
+    latest_ns: int = 4_102_444_800 * 10**9  # 2100-01-01
+
+    def __post_init__(self) -> None:
+        if self.timestamp_unit not in ("auto", *_UNITS):
+            raise ConfigError("replay.timestamp_unit",
+                              f"must be one of auto, s, ms, us, ns, was {self.timestamp_unit!r}")
+        if not self.earliest_ns < self.latest_ns:
+            raise ConfigError("validation.earliest", f"must be before validation.latest, was {_iso(self.earliest_ns)} "
+                                                     f"and {_iso(self.latest_ns)}")
+
+    @classmethod
+    def from_config(cls, config: Config) -> ReadOptions:
+        """Return the options of `config` (keys replay.timestamp_unit, replay.date_format, validation.*)."""
+        return cls(timestamp_unit=config.replay.timestamp_unit, date_format=config.replay.date_format,
+                   earliest_ns=date_ns(config.validation.earliest, "validation.earliest"),
+                   latest_ns=date_ns(config.validation.latest, "validation.latest"))
+
+    @property
+    def window(self) -> str:
+        return f"[{_iso(self.earliest_ns)}, {_iso(self.latest_ns)}] (validation.earliest, validation.latest)"
+
+
+def _iso(ns: int) -> str:
+    return (_EPOCH + timedelta(microseconds=ns // 1000)).strftime("%Y-%m-%d %H:%M:%S").removesuffix(" 00:00:00")
+
+
+# --------------------------------------------------------------------------------------------------
 # reading
 
+_HEAD_ROWS = 10_000  # rows at the start of a file that decide its time unit and bar length
+_SAMPLE = 1_000  # valid times that tell the unit of integer epochs
+_MAX_ECHO = 200  # characters of a value echoed in a reason or an error
+_PRICE_RANGE = (1e-15, 1e15)  # plausible prices (any quote currency)
+_SIZE_MAX = 1e18  # plausible sizes and volumes (0 is allowed where it means "none")
+_ISO_RX = (r"^(?P<date>\d{4}-\d{2}-\d{2})(?:[T ](?P<hm>\d{2}:\d{2})(?:(?P<sec>:\d{2})(?:[.,](?P<frac>\d{1,9}))?)?)?"
+           r"\s*(?P<tz>Z|[+-]\d{2}(?::?\d{2})?)?$")
+_NUM_RX = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
 
-def _read(path: str, *, header: bool = True, names: list[str] | None = None) -> pl.DataFrame:
-    lower = path.lower()
-    if lower.endswith((".feather", ".arrow", ".ipc")):
-        return pl.read_ipc(path)
-    if lower.endswith(".parquet"):
-        return pl.read_parquet(path)
+_Parse = Literal["float", "ts", "ts_recv", "side", "buyer_maker", "str"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    # how one format's raw columns become the normalised ones
+    spec: dict[str, tuple[str, _Parse]]  # target column -> (source column, how)
+    optional: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _TimePlan:
+    # how a file's times are read, decided once from its first rows
+    mode: Literal["datetime", "epoch", "text"]
+    unit: str  # epoch: s, ms, us or ns; text: "iso" or "date_format"; datetime: "datetime"
+
+
+def _short(e: BaseException | str) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO] + "…"
+
+
+def _csv_shape(fmt: str) -> list[str] | None:
+    # column names of a headerless CSV format; None when the file has a header
+    return {
+        "kraken_ohlcvt": ["timestamp", "open", "high", "low", "close", "volume", "trades"],
+        "binance_klines": ["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
+                           "trades", "taker_buy_base", "taker_buy_quote", "ignore"],
+        "kraken_trades": ["timestamp", "price", "volume"],
+    }.get(fmt)
+
+
+_OHLCV: dict[str, tuple[str, _Parse]] = {
+    "open": ("open", "float"), "high": ("high", "float"), "low": ("low", "float"), "close": ("close", "float"),
+    "volume": ("volume", "float")}
+
+
+def _layout(fmt: str, columns: Sequence[str]) -> _Layout:
+    if fmt == "ohlcv_frame":
+        return _Layout({"ts_open": ("date" if "date" in columns else "timestamp", "ts"), **_OHLCV})
+    if fmt == "kraken_ohlcvt":
+        return _Layout({"ts_open": ("timestamp", "ts"), **_OHLCV})
+    if fmt == "ohlcv_csv_iso":
+        return _Layout({"ts_open": ("open_time", "ts"), **_OHLCV})
+    if fmt == "binance_klines":
+        return _Layout({"ts_open": ("open_time", "ts"), **_OHLCV})
+    if fmt == "trades_frame":
+        spec: dict[str, tuple[str, _Parse]] = {"ts_event": ("timestamp", "ts"), "price": ("price", "float"),
+                                               "amount": ("amount", "float")}
+        if "side" in columns:
+            spec["side"] = ("side", "side")
+        if "id" in columns:
+            spec["trade_id"] = ("id", "str")
+        return _Layout(spec, ("trade_id",))
+    if fmt in ("quotes_frame", "binance_quotes"):
+        return _Layout({"ts_event": ("timestamp", "ts"), "bid": ("bid", "float"), "ask": ("ask", "float"),
+                        "bid_size": ("bid_size", "float"), "ask_size": ("ask_size", "float")})
+    if fmt == "binance_trades":
+        return _Layout({"ts_event": ("timestamp", "ts"), "price": ("price", "float"), "amount": ("quantity", "float"),
+                        "side": ("buyer_maker", "buyer_maker"), "trade_id": ("trade_id", "str")}, ("trade_id",))
+    if fmt == "kraken_trades":
+        return _Layout({"ts_event": ("timestamp", "ts"), "price": ("price", "float"), "amount": ("volume", "float")})
+    if fmt == "tardis_trades":
+        return _Layout({"ts_event": ("timestamp", "ts"), "ts_recv": ("local_timestamp", "ts_recv"),
+                        "price": ("price", "float"), "amount": ("amount", "float"), "side": ("side", "side"),
+                        "trade_id": ("id", "str")}, ("trade_id",))
+    if fmt == "tardis_quotes":
+        return _Layout({"ts_event": ("timestamp", "ts"), "ts_recv": ("local_timestamp", "ts_recv"),
+                        "bid": ("bid_price", "float"), "ask": ("ask_price", "float"),
+                        "bid_size": ("bid_amount", "float"), "ask_size": ("ask_amount", "float")})
+    raise DataSourceError("<frame>", f"no reader for format {fmt!r}")  # pragma: no cover - identify() returns these
+
+
+# raw batches: every format as polars frames of at most `batch_rows` rows (None: one frame), from `start_row`
+
+
+def _is_ipc(path: str) -> bool:
+    return path.lower().endswith((".feather", ".arrow", ".ipc"))
+
+
+def _raw_batches(path: str, fmt: str, batch_rows: int | None, start_row: int) -> Iterator[pl.DataFrame]:
+    if _is_ipc(path):
+        yield from _ipc_batches(path, batch_rows, start_row)
+    elif path.lower().endswith(".parquet"):
+        yield from _parquet_batches(path, batch_rows, start_row)
+    else:
+        df = _read_csv(path, fmt, None)
+        yield from _slices(df.slice(start_row), batch_rows)
+
+
+def _slices(df: pl.DataFrame, batch_rows: int | None) -> Iterator[pl.DataFrame]:
+    if batch_rows is None:
+        yield df
+        return
+    for a in range(0, df.height, batch_rows):
+        yield df.slice(a, batch_rows)
+
+
+def _rebatch(tables: Iterator[pa.Table], batch_rows: int | None, start_row: int) -> Iterator[pl.DataFrame]:
+    # arrow tables in file order -> polars frames of batch_rows rows from start_row (the only place they meet)
+    pending: list[pa.Table] = []
+    have, skip = 0, start_row
+    for t in tables:
+        if skip:
+            if t.num_rows <= skip:
+                skip -= t.num_rows
+                continue
+            t, skip = t.slice(skip), 0
+        pending.append(t)
+        have += t.num_rows
+        while batch_rows is not None and have >= batch_rows:
+            whole = pa.concat_tables(pending)
+            yield _from_arrow(whole.slice(0, batch_rows))
+            rest = whole.slice(batch_rows)
+            pending, have = [rest], rest.num_rows
+    if have or (batch_rows is None and not start_row):
+        yield _from_arrow(pa.concat_tables(pending)) if pending else pl.DataFrame()
+
+
+def _from_arrow(t: pa.Table) -> pl.DataFrame:
+    df = pl.from_arrow(t.combine_chunks())
+    assert isinstance(df, pl.DataFrame)
+    return df
+
+
+def _ipc_batches(path: str, batch_rows: int | None, start_row: int) -> Iterator[pl.DataFrame]:
+    source = pa.memory_map(path, "r")
     try:
-        return pl.read_csv(path, has_header=header, new_columns=names, infer_schema=False, truncate_ragged_lines=True)
-    except Exception as e:  # polars raises several kinds for broken text
-        raise DataSourceError(path, f"cannot read as CSV: {e}") from e
+        reader = pa_ipc.open_file(source)
+        tables: Iterator[pa.Table] = (pa.Table.from_batches([reader.get_batch(i)])
+                                      for i in range(reader.num_record_batches))
+    except pa.ArrowInvalid:  # not the file format: maybe the stream format
+        source.seek(0)
+        stream = pa_ipc.open_stream(source)
+        tables = (pa.Table.from_batches([b]) for b in stream)
+    yield from _rebatch(tables, batch_rows, start_row)
 
 
-_Parse = Literal["float", "ts_ms", "ts_s", "ts_us", "ts_ns", "ts_any", "side", "buyer_maker", "str"]
+def _parquet_batches(path: str, batch_rows: int | None, start_row: int) -> Iterator[pl.DataFrame]:
+    pf = pq.ParquetFile(path)
+    groups: list[int] = []
+    skip = start_row
+    for g in range(pf.metadata.num_row_groups):  # whole row groups before start_row are never read
+        n = pf.metadata.row_group(g).num_rows
+        if skip >= n and not groups:
+            skip -= n
+            continue
+        groups.append(g)
+    if not groups:
+        return
+    tables = (pa.Table.from_batches([b]) for b in pf.iter_batches(batch_size=batch_rows or 65_536, row_groups=groups))
+    yield from _rebatch(tables, batch_rows, skip)
 
 
-def _parse(col: str, how: _Parse, dtype: pl.DataType) -> pl.Expr:
+def _read_csv(path: str, fmt: str, n_rows: int | None) -> pl.DataFrame:
+    # every field as text; quotes are not special (a stray quote spoils one field, never the rest of the file)
+    names = _csv_shape(fmt)
+    try:
+        df = pl.read_csv(path, has_header=names is None, infer_schema=False, truncate_ragged_lines=True,
+                         quote_char=None, encoding="utf8-lossy", n_rows=n_rows)
+    except pl.exceptions.NoDataError:
+        return pl.DataFrame({c: [] for c in names or []}, schema={c: pl.Utf8 for c in names or []})
+    if names is not None:
+        df = df.rename(dict(zip(df.columns, names)))
+    else:
+        df = df.rename({c: c.strip().strip('"').strip() for c in df.columns})
+    return df.with_columns(pl.col(pl.Utf8).str.strip_chars(' \t\r"'))
+
+
+def _head(path: str, fmt: str) -> pl.DataFrame:
+    if _is_ipc(path) or path.lower().endswith(".parquet"):
+        return next(iter(_raw_batches(path, fmt, _HEAD_ROWS, 0)), pl.DataFrame())
+    return _read_csv(path, fmt, _HEAD_ROWS)
+
+
+# deciding how a file's times read
+
+
+def _infer_unit(values: npt.NDArray[np.float64], options: ReadOptions, col: str) -> str:
+    v = values[np.isfinite(values) & (values > 0)][:_SAMPLE]
+    if len(v) == 0:
+        return "ms"  # nothing to tell it by: every row is quarantined as missing or unparseable anyway
+    cls = np.searchsorted(np.array([1e11, 1e14, 1e17]), v, side="right")
+    counts = np.bincount(cls, minlength=4)
+    top = int(np.argmax(counts))
+    if len(v) - counts[top] > 0.01 * len(v):
+        seen = ", ".join(f"{_UNITS[u]} (e.g. {v[cls == u][0]:.0f})" for u in range(4) if counts[u])
+        raise DataSourceError("<frame>", f"cannot tell the unit of the epoch times in column {col!r}: their "
+                                         f"magnitudes mix {seen}; set replay.timestamp_unit")
+    unit = _UNITS[top]
+    ns = v[cls == top] * _SCALE[unit]
+    if not ((ns >= options.earliest_ns) & (ns <= options.latest_ns)).any():
+        raise DataSourceError("<frame>", f"epoch times in column {col!r} read as {unit} (from their magnitude, e.g. "
+                                         f"{v[0]:.0f}) give no time within {options.window}; "
+                                         "set replay.timestamp_unit or widen the window")
+    return unit
+
+
+def _decide_times(head: pl.DataFrame, col: str, options: ReadOptions) -> _TimePlan:
+    if col not in head.columns:
+        return _TimePlan("epoch", "ms")  # the missing column is reported by _normalise
+    s = head[col]
+    if s.dtype.is_temporal():
+        return _TimePlan("datetime", "datetime")
+    if s.dtype.is_numeric():
+        if options.timestamp_unit != "auto":
+            return _TimePlan("epoch", options.timestamp_unit)
+        return _TimePlan("epoch", _infer_unit(s.cast(pl.Float64, strict=False).drop_nulls().to_numpy(), options, col))
+    t = s.cast(pl.Utf8, strict=False).str.strip_chars()
+    t = t.filter(t.is_not_null() & (t != "")).head(_SAMPLE)
+    if t.len() == 0:
+        return _TimePlan("epoch", "ms" if options.timestamp_unit == "auto" else options.timestamp_unit)
+    numeric = t.filter(t.str.contains(_NUM_RX))
+    if 2 * numeric.len() > t.len():
+        if options.timestamp_unit != "auto":
+            return _TimePlan("epoch", options.timestamp_unit)
+        return _TimePlan("epoch", _infer_unit(numeric.cast(pl.Float64, strict=False).drop_nulls().to_numpy(),
+                                              options, col))
+    n_iso = int(t.str.contains(_ISO_RX).sum())
+    if n_iso:
+        return _TimePlan("text", "iso")
+    example = _short(t[0])
+    if not options.date_format:
+        raise DataSourceError("<frame>", f"times like {example!r} in column {col!r} are not ISO 8601 "
+                                         "(YYYY-MM-DD[THH:MM[:SS[.fff]]][Z|+HH:MM]) and are not guessed; "
+                                         "set replay.date_format to their strftime format, e.g. '%d/%m/%Y %H:%M'")
+    parsed = t.str.to_datetime(options.date_format, time_unit="us", strict=False)
+    if parsed.null_count() == parsed.len():
+        raise DataSourceError("<frame>", f"times like {example!r} in column {col!r} match neither ISO 8601 nor "
+                                         f"replay.date_format {options.date_format!r}")
+    return _TimePlan("text", "date_format")
+
+
+# times -> UTC epoch ns, with the reasons of rows that cannot be read
+
+
+def _clip(e: pl.Expr) -> pl.Expr:
+    return pl.when(e.str.len_chars() > _MAX_ECHO).then(e.str.slice(0, _MAX_ECHO) + "…").otherwise(e)
+
+
+def _times(col: str, dtype: pl.DataType, plan: _TimePlan, options: ReadOptions,
+           field_name: str) -> tuple[pl.Expr, list[tuple[pl.Expr, pl.Expr]]]:
+    # (Int64 ns or null, [(condition, reason)]) for one time column
+    c = pl.col(col)
+    lo, hi = float(options.earliest_ns), float(options.latest_ns)
+    out_of_range = pl.format("timestamp out of range: {} {} is outside " + options.window.replace("{", "{{"),
+                             pl.lit(field_name), _clip(c.cast(pl.Utf8)))
+    checks: list[tuple[pl.Expr, pl.Expr]] = []
+    if dtype.is_temporal() or plan.mode == "epoch" or dtype.is_numeric():
+        exact: pl.Expr
+        unit: str
+        if isinstance(dtype, pl.Datetime):
+            unit = dtype.time_unit or "us"
+            exact = c.dt.epoch(unit)
+        elif isinstance(dtype, pl.Date):
+            unit, exact = "d", c.cast(pl.Int32).cast(pl.Int64)
+        else:
+            unit = plan.unit if plan.mode == "epoch" else "ms"
+            text = c.cast(pl.Utf8, strict=False).str.strip_chars()
+            exact = c.cast(pl.Int64, strict=False) if dtype.is_integer() else text.cast(pl.Int64, strict=False)
+        scale = _SCALE[unit]
+        approx = exact.cast(pl.Float64) if dtype.is_temporal() else \
+            c.cast(pl.Float64, strict=False) if dtype.is_numeric() else \
+            c.cast(pl.Utf8, strict=False).str.strip_chars().cast(pl.Float64, strict=False)
+        approx_ns = approx * float(scale)
+        ok = approx_ns.is_between(lo, hi)
+        safe_exact = pl.when(ok).then(exact).otherwise(0) * scale
+        safe_approx = (pl.when(ok).then(approx_ns).otherwise(0.0)).round(0).cast(pl.Int64)
+        ns: pl.Expr = pl.when(ok).then(pl.when(exact.is_not_null()).then(safe_exact).otherwise(safe_approx))
+        checks.append((approx.is_not_null() & ~approx.is_nan() & ~ok, out_of_range))
+        return ns, checks
+    # text times: ISO 8601, or replay.date_format
+    t = c.cast(pl.Utf8).str.strip_chars()
+    g = t.str.extract_groups(_ISO_RX)
+    date = g.struct.field("date")
+    base = pl.concat_str([date, pl.lit("T"), g.struct.field("hm").fill_null("00:00"),
+                          g.struct.field("sec").fill_null(":00")])
+    secs = base.str.to_datetime("%Y-%m-%dT%H:%M:%S", time_unit="us", strict=False).dt.epoch("s")
+    frac = g.struct.field("frac").str.pad_end(9, "0").cast(pl.Int64, strict=False).fill_null(0)
+    tz = g.struct.field("tz")
+    digits = tz.str.replace(":", "")
+    offset = (pl.when(tz.is_null() | (tz == "Z")).then(0)
+              .otherwise(pl.when(tz.str.starts_with("-")).then(-1).otherwise(1)
+                         * (digits.str.slice(1, 2).cast(pl.Int64, strict=False).fill_null(0) * 3600
+                            + digits.str.slice(3, 2).cast(pl.Int64, strict=False).fill_null(0) * 60)))
+    iso_s = secs - offset
+    iso_f = iso_s.cast(pl.Float64) * 1e9 + frac.cast(pl.Float64)
+    iso_ok = iso_f.is_between(lo, hi)
+    iso_ns = pl.when(iso_ok).then(pl.when(iso_ok).then(iso_s).otherwise(0) * 1_000_000_000 + frac)
+    not_iso = date.is_null() & t.is_not_null() & (t != "")
+    shown = _clip(t)
+    if options.date_format:
+        us = t.str.to_datetime(options.date_format, time_unit="us", strict=False).dt.epoch("us")
+        fmt_f = us.cast(pl.Float64) * 1e3
+        fmt_ok = fmt_f.is_between(lo, hi)
+        fmt_ns = pl.when(fmt_ok).then(pl.when(fmt_ok).then(us).otherwise(0) * 1000)
+        ns = pl.when(date.is_not_null()).then(iso_ns).otherwise(fmt_ns)
+        checks.append((not_iso & us.is_null(), pl.format(
+            "unparseable field {}: '{}' matches neither ISO 8601 nor replay.date_format " +
+            repr(options.date_format).replace("{", "{{").replace("}", "}}"), pl.lit(field_name), shown)))
+        checks.append((not_iso & us.is_not_null() & ~fmt_ok, out_of_range))
+    else:
+        ns = iso_ns
+        checks.append((not_iso, pl.format("unparseable field {}: '{}' is not ISO 8601 and is not guessed; "
+                                          "set replay.date_format to read it", pl.lit(field_name), shown)))
+    checks.append((secs.is_not_null() & ~iso_ok, out_of_range))
+    return ns, checks
+
+
+def _parse(col: str, how: _Parse) -> pl.Expr:
     c = pl.col(col)
     if how == "float":
         return c.cast(pl.Float64, strict=False)
@@ -262,28 +639,27 @@ def _parse(col: str, how: _Parse, dtype: pl.DataType) -> pl.Expr:
     if how == "side":
         s = c.cast(pl.Utf8).str.to_lowercase()
         return pl.when(s.is_in(["buy", "b"])).then(1).when(s.is_in(["sell", "s"])).then(-1).otherwise(0).cast(pl.Int8)
-    if how == "buyer_maker":  # buyer is maker => the taker sold
-        s = c.cast(pl.Utf8).str.to_lowercase()
-        return pl.when(s == "true").then(-1).when(s == "false").then(1).otherwise(0).cast(pl.Int8)
-    if isinstance(dtype, pl.Datetime):
-        return c.dt.convert_time_zone("UTC").dt.cast_time_unit("ns").cast(pl.Int64) if dtype.time_zone else \
-            c.dt.cast_time_unit("ns").cast(pl.Int64)
-    if how == "ts_any":  # ISO text
-        return (c.cast(pl.Utf8).str.to_datetime(time_zone="UTC", strict=False, time_unit="ns").cast(pl.Int64))
-    scale = {"ts_ms": 10**6, "ts_s": 10**9, "ts_us": 10**3, "ts_ns": 1}[how]
-    if how == "ts_s":
-        return (c.cast(pl.Float64, strict=False) * scale).round(0).cast(pl.Int64, strict=False)
-    return c.cast(pl.Int64, strict=False) * scale
+    assert how == "buyer_maker"  # buyer is maker => the taker sold
+    s = c.cast(pl.Utf8).str.to_lowercase()
+    return pl.when(s == "true").then(-1).when(s == "false").then(1).otherwise(0).cast(pl.Int8)
 
 
-def _normalise(df: pl.DataFrame, spec: dict[str, tuple[str, _Parse]], kind: Kind, tf_ns: int,
-               optional: Sequence[str] = ()) -> pl.DataFrame:
-    # spec: target column -> (source column, how). Checks run in this order; the first problem wins.
+def _normalise(df: pl.DataFrame, layout: _Layout, kind: Kind, tf_ns: int, plan: _TimePlan, options: ReadOptions,
+               row0: int) -> pl.DataFrame:
+    # Checks run in this order; the first problem wins.
+    spec, optional = layout.spec, layout.optional
     src_cols = list(dict.fromkeys(s for s, _ in spec.values()))
     missing_cols = [s for s in src_cols if s not in df.columns]
     if missing_cols:
-        raise DataSourceError("<frame>", f"columns {missing_cols!r} are missing (columns: {df.columns!r})")
-    parsed = {t: _parse(s, how, df.schema[s]).alias(t) for t, (s, how) in spec.items()}
+        raise DataSourceError("<frame>", _short(f"columns {missing_cols!r} are missing (columns: {df.columns!r})"))
+    parsed: dict[str, pl.Expr] = {}
+    time_checks: dict[str, list[tuple[pl.Expr, pl.Expr]]] = {}
+    for t, (s, how) in spec.items():
+        field_name = repr(t) if t == s else f"{t!r} (column {s!r})"
+        if how in ("ts", "ts_recv"):
+            parsed[t], time_checks[t] = _times(s, df.schema[s], plan, options, field_name)
+        else:
+            parsed[t] = _parse(s, how)
     problem: pl.Expr = pl.lit(None, dtype=pl.Utf8)
     checks: list[tuple[pl.Expr, pl.Expr]] = []
     for t, (s, how) in spec.items():
@@ -294,8 +670,9 @@ def _normalise(df: pl.DataFrame, spec: dict[str, tuple[str, _Parse]], kind: Kind
         is_missing = raw.is_null() if typed else raw.is_null() | (raw.cast(pl.Utf8).str.strip_chars() == "")
         field_name = repr(t) if t == s else f"{t!r} (column {s!r})"
         checks.append((is_missing, pl.lit(f"missing field {field_name}")))
+        checks += time_checks.get(t, [])
         checks.append((pl.col(f"__{t}").is_null(),
-                       pl.format("unparseable field {}: '{}'", pl.lit(field_name), raw.cast(pl.Utf8))))
+                       pl.format("unparseable field {}: '{}'", pl.lit(field_name), _clip(raw.cast(pl.Utf8)))))
     values = {"bar": ["open", "high", "low", "close", "volume"], "trade": ["price", "amount"],
               "quote": ["bid", "ask", "bid_size", "ask_size"]}[kind]
     for t in values:
@@ -308,25 +685,38 @@ def _normalise(df: pl.DataFrame, spec: dict[str, tuple[str, _Parse]], kind: Kind
     for t in {"bar": ["volume"], "trade": [], "quote": ["bid_size", "ask_size"]}[kind]:
         v = pl.col(f"__{t}")
         checks.append((v < 0, pl.format("negative {}: {}", pl.lit(t), v)))
+    p_lo, p_hi = _PRICE_RANGE
+    prices = {"bar": ["open", "high", "low", "close"], "trade": ["price"], "quote": ["bid", "ask"]}[kind]
+    for t in prices:
+        v = pl.col(f"__{t}")
+        checks.append(((v < p_lo) | (v > p_hi),
+                       pl.format(f"implausible {t}: {{}} (prices lie within [{p_lo:g}, {p_hi:g}])", v)))
+    for t in {"bar": ["volume"], "trade": ["amount"], "quote": ["bid_size", "ask_size"]}[kind]:
+        v = pl.col(f"__{t}")
+        checks.append((((v > 0) & (v < p_lo)) | (v > _SIZE_MAX),
+                       pl.format(f"implausible {t}: {{}} (sizes are 0 or within [{p_lo:g}, {_SIZE_MAX:g}])", v)))
     if kind == "bar":
         h, lo = pl.col("__high"), pl.col("__low")
         checks.append((h < lo, pl.format("high < low: high={} low={}", h, lo)))
+        for t in ("open", "close"):
+            v = pl.col(f"__{t}")
+            checks.append(((v > h * (1 + 1e-9)) | (v < lo * (1 - 1e-9)),
+                           pl.format(f"{t} outside [low, high]: {t}={{}} low={{}} high={{}}", v, lo, h)))
     if kind == "quote":
         b, a = pl.col("__bid"), pl.col("__ask")
         checks.append((b > a, pl.format("bid > ask: bid={} ask={}", b, a)))
     for cond, reason in reversed(checks):
         problem = pl.when(cond.fill_null(False)).then(reason).otherwise(problem)
-    raw_json = pl.struct([pl.col(s).cast(pl.Utf8) for s in src_cols]).struct.json_encode()
+    raw_json = pl.struct([_clip(pl.col(s).cast(pl.Utf8)) for s in src_cols]).struct.json_encode()
     out = df.with_columns(*(e.alias(f"__{t}") for t, e in parsed.items()),
-                          pl.int_range(0, pl.len(), dtype=pl.Int64).alias("row"))
+                          pl.int_range(row0, row0 + pl.len(), dtype=pl.Int64).alias("row"))
     any_bad = pl.any_horizontal([c.fill_null(False) for c, _ in checks])
     # reasons are text work: build them only for the (few) bad rows, then put them back by row
     bad = out.filter(any_bad).select("row", problem.alias("problem"), raw_json.alias("raw"))
     out = out.with_columns(pl.lit(None, dtype=pl.Utf8).alias("problem"), pl.lit(None, dtype=pl.Utf8).alias("raw"))
     if bad.height:
         out = out.update(bad, on="row")
-    cols = [pl.col(f"__{t}").alias(t) for t in spec]
-    out = out.select(*cols, "row", "problem", "raw")
+    out = out.select(*(pl.col(f"__{t}").alias(t) for t in spec), "row", "problem", "raw")
     if kind == "bar":
         out = out.with_columns((pl.col("ts_open") + tf_ns).alias("ts_event"))
         out = out.with_columns(pl.col("ts_event").alias("ts_recv"))
@@ -347,98 +737,76 @@ def _normalise(df: pl.DataFrame, spec: dict[str, tuple[str, _Parse]], kind: Kind
     return out.select(*order, "row", "problem", "raw")
 
 
-_OHLCV = {"open": ("open", "float"), "high": ("high", "float"), "low": ("low", "float"), "close": ("close", "float"),
-          "volume": ("volume", "float")}
+# the public readers
 
 
-def read_file(spec: FileSpec) -> list[ParsedFrame]:
-    """Read one identified file into one `ParsedFrame` per instrument."""
-    path, f = spec.path, spec.format
+def iter_file(spec: FileSpec, options: ReadOptions | None = None, *, batch_rows: int = 200_000,
+              start_row: int = 0) -> Iterator[ParsedFrame]:
+    """Read one identified file in batches of at most `batch_rows` rows, from data row `start_row` on.
+
+    Every batch's ``row`` column holds absolute 0-based data rows of the file; the time unit and (bars
+    whose name gives no length) the bar length are decided once from the start of the file, so the
+    batches concatenated equal `read_file`. Parquet and Feather/IPC files are read a record batch at a
+    time; CSV files are parsed whole, then cut. Raises `DataSourceError` (one line, naming the file).
+    """
+    if batch_rows < 1 or start_row < 0:
+        raise ValueError(f"batch_rows must be >= 1 and start_row >= 0, were {batch_rows!r} and {start_row!r}")
+    return _guarded(spec, _iter(spec, options or ReadOptions(), batch_rows, start_row))
+
+
+def read_file(spec: FileSpec, options: ReadOptions | None = None) -> list[ParsedFrame]:
+    """Read one identified file into one `ParsedFrame` per instrument (see `iter_file`)."""
+    parts = list(_guarded(spec, _iter(spec, options or ReadOptions(), None, 0)))
+    if len(parts) == 1:
+        return parts
+    first = parts[0]
+    return [ParsedFrame(instrument=first.instrument, kind=first.kind, timeframe_ns=first.timeframe_ns,
+                        path=first.path, frame=pl.concat([p.frame for p in parts]), ts_unit=first.ts_unit)]
+
+
+def _guarded(spec: FileSpec, frames: Iterator[ParsedFrame]) -> Iterator[ParsedFrame]:
+    # every failure of a reader becomes one DataSourceError line naming the file
     try:
-        frames = _read_file(spec)
+        yield from frames
     except DataSourceError as e:
         if e.path == "<frame>":
-            raise DataSourceError(path, e.reason) from e
+            raise DataSourceError(spec.path, e.reason) from None
         raise
-    except pl.exceptions.PolarsError as e:
-        raise DataSourceError(path, f"cannot parse as {f}: {e}") from e
-    return frames
+    except (pl.exceptions.PolarsError, pa.ArrowException, OSError, ValueError, UnicodeError, OverflowError) as e:
+        raise DataSourceError(spec.path, f"cannot read as {spec.format}: {_short(e)}") from None
+    except pl.exceptions.PanicException as e:  # a panic inside polars' Rust code on broken input
+        raise DataSourceError(spec.path, f"cannot read as {spec.format}: {_short(e)}") from None
 
 
-def _read_file(spec: FileSpec) -> list[ParsedFrame]:
-    path, f, tf = spec.path, spec.format, spec.timeframe_ns
+def _iter(spec: FileSpec, options: ReadOptions, batch_rows: int | None, start_row: int) -> Iterator[ParsedFrame]:
+    path, tf = spec.path, spec.timeframe_ns
+    head = _head(path, spec.format)
+    layout = _layout(spec.format, head.columns)
+    ts_col = next(s for s, how in layout.spec.values() if how == "ts")
+    plan = _decide_times(head, ts_col, options)
+    if spec.kind == "bar" and tf == 0:  # the name gave no bar length: the start of the data does
+        start = _normalise(head, layout, "bar", 0, plan, options, 0)
+        try:
+            tf = infer_timeframe(start.filter(pl.col("problem").is_null())["ts_open"])
+        except ValueError as e:
+            raise DataSourceError(path, f"{e}; name the file <BASE>_<QUOTE>-<timeframe>.<ext>") from e
     inst = f"{spec.venue}:{spec.symbol}"
-    if f == "ohlcv_frame":
-        df = _read(path)
-        ts_col = "date" if "date" in df.columns else "timestamp"
-        # a Datetime column converts whatever `how` says; integers are ccxt milliseconds; text is ISO
-        how: _Parse = "ts_any" if df.schema.get(ts_col) == pl.Utf8 else "ts_ms"
-        norm = _normalise(df, {"ts_open": (ts_col, how), **_OHLCV}, "bar", tf)  # type: ignore[dict-item]
-        if tf == 0:  # the name gave no bar length: the data does
-            try:
-                tf = infer_timeframe(norm.filter(pl.col("problem").is_null())["ts_open"])
-            except ValueError as e:
-                raise DataSourceError(path, f"{e}; name the file <BASE>_<QUOTE>-<timeframe>.<ext>") from e
-            norm = norm.with_columns((pl.col("ts_open") + tf).alias("ts_event"), (pl.col("ts_open") + tf)
-                                     .alias("ts_recv"))
-    elif f == "kraken_ohlcvt":
-        df = _read(path, header=False, names=["timestamp", "open", "high", "low", "close", "volume", "trades"])
-        norm = _normalise(df, {"ts_open": ("timestamp", "ts_s"), **_OHLCV}, "bar", tf)  # type: ignore[dict-item]
-    elif f == "ohlcv_csv_iso":
-        df = _read(path)
-        norm = _normalise(df, {"ts_open": ("open_time", "ts_any"), **_OHLCV}, "bar", tf)  # type: ignore[dict-item]
-    elif f == "binance_klines":
-        names = ["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "trades",
-                 "taker_buy_base", "taker_buy_quote", "ignore"]
-        df = _read(path, header=False, names=names)
-        norm = _normalise(df, {"ts_open": ("open_time", "ts_ms"), **_OHLCV}, "bar", tf)  # type: ignore[dict-item]
-    elif f == "trades_frame":
-        df = _read(path)
-        spec_ = {"ts_event": ("timestamp", "ts_ms"), "price": ("price", "float"), "amount": ("amount", "float"),
-                 "side": ("side", "side"), "trade_id": ("id", "str")}
-        if "side" not in df.columns:
-            del spec_["side"]
-        if "id" not in df.columns:
-            del spec_["trade_id"]
-        norm = _normalise(df, spec_, "trade", 0, optional=("trade_id",))  # type: ignore[arg-type]
-    elif f == "quotes_frame":
-        df = _read(path)
-        norm = _normalise(df, {"ts_event": ("timestamp", "ts_ms"), "bid": ("bid", "float"), "ask": ("ask", "float"),
-                               "bid_size": ("bid_size", "float"), "ask_size": ("ask_size", "float")}, "quote", 0)
-    elif f == "binance_trades":
-        df = _read(path)
-        norm = _normalise(df, {"ts_event": ("timestamp", "ts_ms"), "price": ("price", "float"),
-                               "amount": ("quantity", "float"), "side": ("buyer_maker", "buyer_maker"),
-                               "trade_id": ("trade_id", "str")}, "trade", 0, optional=("trade_id",))
-    elif f == "binance_quotes":
-        df = _read(path)
-        norm = _normalise(df, {"ts_event": ("timestamp", "ts_ms"), "bid": ("bid", "float"), "ask": ("ask", "float"),
-                               "bid_size": ("bid_size", "float"), "ask_size": ("ask_size", "float")}, "quote", 0)
-    elif f == "kraken_trades":
-        df = _read(path, header=False, names=["timestamp", "price", "volume"])
-        norm = _normalise(df, {"ts_event": ("timestamp", "ts_s"), "price": ("price", "float"),
-                               "amount": ("volume", "float")}, "trade", 0)
-    elif f == "tardis_trades":
-        df = _read(path)
-        norm = _normalise(df, {"ts_event": ("timestamp", "ts_us"), "ts_recv": ("local_timestamp", "ts_us"),
-                               "price": ("price", "float"), "amount": ("amount", "float"), "side": ("side", "side"),
-                               "trade_id": ("id", "str")}, "trade", 0, optional=("trade_id",))
-    elif f == "tardis_quotes":
-        df = _read(path)
-        norm = _normalise(df, {"ts_event": ("timestamp", "ts_us"), "ts_recv": ("local_timestamp", "ts_us"),
-                               "bid": ("bid_price", "float"), "ask": ("ask_price", "float"),
-                               "bid_size": ("bid_amount", "float"), "ask_size": ("ask_amount", "float")}, "quote", 0)
-    else:  # pragma: no cover - identify() only returns the formats above
-        raise DataSourceError(path, f"no reader for format {f!r}")
-    return [ParsedFrame(instrument=inst, kind=spec.kind, timeframe_ns=tf, path=path, frame=norm)]
+    row = start_row
+    for raw in _raw_batches(path, spec.format, batch_rows, start_row):
+        if not raw.width:
+            raw = head.clear()
+        norm = _normalise(raw, layout, spec.kind, tf, plan, options, row)
+        row += raw.height
+        yield ParsedFrame(instrument=inst, kind=spec.kind, timeframe_ns=tf, path=path, frame=norm, ts_unit=plan.unit)
 
 
-def read_paths(paths: Sequence[str], *, venue: str = "", symbol: str = "", timeframe: str = "") -> list[ParsedFrame]:
+def read_paths(paths: Sequence[str], *, venue: str = "", symbol: str = "", timeframe: str = "",
+               options: ReadOptions | None = None) -> list[ParsedFrame]:
     """Discover, identify and read every data file under `paths`."""
     files = discover(paths)
     if not files:
         raise DataSourceError(", ".join(map(str, paths)), "holds no data files (.csv, .csv.gz, .parquet, .feather)")
     out: list[ParsedFrame] = []
     for f in files:
-        out += read_file(identify(f, venue=venue, symbol=symbol, timeframe=timeframe))
+        out += read_file(identify(f, venue=venue, symbol=symbol, timeframe=timeframe), options)
     return out
