@@ -252,9 +252,9 @@ def _print_summary(s: report.Summary) -> None:
     out.print(t)
     if s.quarantined_fraction > report.QUARANTINE_LOUD_FRACTION:  # the figures describe a minority of the input
         err.print(f"[bold red]WARNING: {s.quarantined_fraction:.1%} of the input was quarantined; "
-                  "these figures describe only the rest[/]", markup=True, highlight=False)
+                  "these figures describe only the rest[/]", markup=True, highlight=False, soft_wrap=True)
     for w in s.warnings:
-        err.print(f"[yellow]warning:[/] {escape(w)}", markup=True, highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(w)}", markup=True, highlight=False, soft_wrap=True)  # one line
 
 
 def _report_rows(fetch: Callable[[Any], list[dict[str, Any]]], config: Path | None, overrides: list[str] | None,
