@@ -19,8 +19,8 @@ from conftest import ROOT, SHARED_DATA
 
 pytestmark = pytest.mark.slow
 
-BITTREX = SHARED_DATA / "ohlcv" / "bittrex"
 DEMO = ROOT / "data" / "demo" / "bittrex"
+BITTREX = DEMO  # the 10 real Bittrex files of ../shared/data/ohlcv/bittrex, carried by the repo
 SUMMARY_KEYS = {"run_id", "events_in", "events_quarantined", "bars", "orders", "fills", "fees", "final_equity",
                 "total_return", "sharpe", "max_drawdown", "turnover", "wall_s", "events_per_s"}
 FILL_COLUMNS = "event_id, instrument, side, price, amount, toUnixTimestamp64Nano(ts_event) AS ts_event"
@@ -55,8 +55,6 @@ def fills_of(run_id: str, state: Path) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     """The real 10-instrument Bittrex set replayed twice under two run ids, default config."""
-    if not BITTREX.exists():
-        pytest.skip("needs ../shared/data beside the repo")
     state = tmp_path_factory.mktemp("state")
     a = replay_json("--data", str(BITTREX), "--run-id", "run-a", state=state)
     b = replay_json("--data", str(BITTREX), "--run-id", "run-b", state=state)
@@ -234,7 +232,6 @@ def _source_offset(recovery: Path) -> int:
     return int(row[0] or 0)
 
 
-@pytest.mark.skipif(not BITTREX.exists(), reason="needs ../shared/data beside the repo")
 def test_replay_killed_with_sigkill_and_started_again_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     state, recovery = tmp_path / "state", tmp_path / "recovery"
     args = ["replay", "--data", str(BITTREX), "--recovery-dir", str(recovery), "--snapshot-s", "0.05", "--quiet",
