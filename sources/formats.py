@@ -450,13 +450,18 @@ def _ipc_batches(path: str, batch_rows: int | None, start_row: int) -> Iterator[
     source = pa.memory_map(path, "r")
     try:
         reader = pa_ipc.open_file(source)
-        tables: Iterator[pa.Table] = (pa.Table.from_batches([reader.get_batch(i)])
+        tables: Iterator[pa.Table] = (_valid(pa.Table.from_batches([reader.get_batch(i)]))
                                       for i in range(reader.num_record_batches))
     except pa.ArrowInvalid:  # not the file format: maybe the stream format
         source.seek(0)
         stream = pa_ipc.open_stream(source)
-        tables = (pa.Table.from_batches([b]) for b in stream)
+        tables = (_valid(pa.Table.from_batches([b])) for b in stream)
     yield from _rebatch(tables, batch_rows, start_row)
+
+
+def _valid(t: pa.Table) -> pa.Table:
+    t.validate(full=True)  # a damaged file's offsets would otherwise be trusted (and read out of bounds)
+    return t
 
 
 def _parquet_batches(path: str, batch_rows: int | None, start_row: int) -> Iterator[pl.DataFrame]:
@@ -566,7 +571,7 @@ def _times(col: str, dtype: pl.DataType, plan: _TimePlan, options: ReadOptions,
     # (Int64 ns or null, [(condition, reason)]) for one time column
     c = pl.col(col)
     lo, hi = float(options.earliest_ns), float(options.latest_ns)
-    out_of_range = pl.format("timestamp out of range: {} {} is outside " + options.window.replace("{", "{{"),
+    out_of_range = pl.format("timestamp out of range: {} '{}' is outside " + options.window.replace("{", "{{"),
                              pl.lit(field_name), _clip(c.cast(pl.Utf8)))
     checks: list[tuple[pl.Expr, pl.Expr]] = []
     if dtype.is_temporal() or plan.mode == "epoch" or dtype.is_numeric():

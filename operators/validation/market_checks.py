@@ -1,8 +1,9 @@
-"""Stateful checks of one instrument's market data: time going backwards, and duplicates.
+"""Stateful checks of one instrument's market data: time going backwards, duplicates, price jumps.
 
-The stateless checks (unparseable or missing fields, non-finite or non-positive values, high < low)
-happen where records are parsed (`sources/formats.py`); what needs memory of earlier records of the
-same instrument happens here, on whole chunks with numpy, and works the same in replay and live.
+The stateless checks (unparseable or missing fields, times outside the plausibility window,
+non-finite, non-positive or implausible values, high < low, open or close outside [low, high]) happen
+where records are parsed (`sources/formats.py`); what needs memory of earlier records of the same
+instrument happens here, on whole chunks, and works the same in replay and live.
 
 Rules, per instrument and per kind (trades, quotes and bars are separate streams):
 
@@ -10,27 +11,59 @@ Rules, per instrument and per kind (trades, quotes and bars are separate streams
   ("timestamp went backwards");
 - a record equal to one already accepted at the same event time is quarantined ("duplicate ..."):
   bars by open and close time, trades by trade id (trades without ids cannot be told apart from a
-  repeat and are kept), quotes by all four values.
+  repeat and are kept), quotes by all four values;
+- a record whose price moved, in log terms, from the last accepted one by more than
+  ``max(max_jump_sigmas x recent volatility, max_jump_floor)`` is quarantined ("price jump ...").
+  The price is a bar's close (its open, high and low are checked too), a trade's price, a quote's mid
+  (its bid and ask checked too); recent volatility is the EWMA (half-life 50 accepted records) of the
+  squared log moves between accepted records. A move that persists is a new level, not an error: once
+  3 records in a row agree with each other (within the same bound) but not with the last accepted
+  price, the third is accepted and the level moves; the first two stay quarantined.
+
+Every accepted price is therefore finite, positive and within the bound of its predecessor, so the
+features computed downstream (log returns, volatility) are finite.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from headrace.errors import ConfigError
 from headrace.events import BarChunk, MarketChunk, MarketSlice, Provenance, Quarantined, QuoteChunk, TradeChunk
 from operators.base import check_version
 
 _NONE = np.iinfo(np.int64).min
 
 
+class ValidationLimits(Protocol):
+    # the config section `validation` (headrace.config.ValidationConfig), as far as this core reads it
+    @property
+    def max_jump_sigmas(self) -> float: ...
+
+    @property
+    def max_jump_floor(self) -> float: ...
+
+
+_VERSION = 2
+_VOL_HALFLIFE = 50.0  # accepted records after which a squared move's weight in the volatility has halved
+_ALPHA = 1.0 - 0.5 ** (1.0 / _VOL_HALFLIFE)
+_BETA = 1.0 - _ALPHA
+_CONFIRM = 3  # records in a row at a new level that make it the level
+
+
 @dataclass(frozen=True, slots=True)
 class StreamState:
     last_ts: int  # latest accepted event time; int64 min before any
     last_keys: tuple[str, ...]  # identities accepted at last_ts, sorted
+    last_log: float | None = None  # log price of the last accepted record
+    var: float = 0.0  # EWMA of squared log moves between accepted records
+    pending: tuple[float, ...] = ()  # log prices of the rejected records in a row that agree with each other
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +75,13 @@ class MarketValidatorSnap:
 
 
 _EMPTY = StreamState(_NONE, ())
+
+
+@dataclass(frozen=True, slots=True)
+class _Jumps:
+    # the jump rule's parameters
+    sigmas: float
+    floor: float
 
 
 def take(chunk: MarketChunk, mask: npt.NDArray[np.bool_]) -> MarketChunk:
@@ -67,10 +107,31 @@ def row_values(chunk: MarketChunk, i: int) -> dict[str, object]:
 
 
 class MarketValidator:
-    """Quarantine records of one instrument that go back in time or repeat an accepted one."""
+    """Quarantine records of one instrument that go back in time, repeat an accepted one or jump in price.
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    max_jump_sigmas
+        A log price move beyond this many recent standard deviations is a jump (config
+        ``validation.max_jump_sigmas``); must be > 0.
+    max_jump_floor
+        A log price move at or below this is never a jump (``validation.max_jump_floor``); must be > 0.
+    """
+
+    def __init__(self, max_jump_sigmas: float = 50.0, max_jump_floor: float = 0.5) -> None:
+        if not (max_jump_sigmas > 0 and math.isfinite(max_jump_sigmas)):
+            raise ConfigError("validation.max_jump_sigmas", f"must be > 0, was {max_jump_sigmas!r}")
+        if not (max_jump_floor > 0 and math.isfinite(max_jump_floor)):
+            raise ConfigError("validation.max_jump_floor", f"must be > 0, was {max_jump_floor!r}")
+        self._jumps = _Jumps(float(max_jump_sigmas), float(max_jump_floor))
         self._state = {"trades": _EMPTY, "quotes": _EMPTY, "bars": _EMPTY}
+
+    @classmethod
+    def from_config(cls, validation: ValidationLimits, snap: MarketValidatorSnap | None = None) -> MarketValidator:
+        """Return a fresh validator with the limits of `validation` (config section), or one restored from `snap`."""
+        if snap is not None:
+            return cls.restore(snap, validation.max_jump_sigmas, validation.max_jump_floor)
+        return cls(validation.max_jump_sigmas, validation.max_jump_floor)
 
     def update(self, item: MarketSlice) -> list[MarketSlice | Quarantined]:
         bad: list[MarketSlice | Quarantined] = list(item.rejected)
@@ -80,7 +141,7 @@ class MarketValidator:
             if chunk is None or len(chunk) == 0:
                 clean[kind] = chunk
                 continue
-            keep, rejected, self._state[kind] = _check(chunk, self._state[kind])
+            keep, rejected, self._state[kind] = _check(chunk, self._state[kind], self._jumps)
             bad.extend(rejected)
             clean[kind] = chunk if keep.all() else take(chunk, keep)
         out = dataclasses.replace(item, rejected=(), **clean)  # type: ignore[arg-type]
@@ -91,12 +152,13 @@ class MarketValidator:
 
     def snapshot(self) -> MarketValidatorSnap:
         s = self._state
-        return MarketValidatorSnap(version=1, trades=s["trades"], quotes=s["quotes"], bars=s["bars"])
+        return MarketValidatorSnap(version=_VERSION, trades=s["trades"], quotes=s["quotes"], bars=s["bars"])
 
     @classmethod
-    def restore(cls, snap: MarketValidatorSnap) -> MarketValidator:
-        check_version(snap, expected=1)
-        core = cls()
+    def restore(cls, snap: MarketValidatorSnap, max_jump_sigmas: float = 50.0,
+                max_jump_floor: float = 0.5) -> MarketValidator:
+        check_version(snap, expected=_VERSION)
+        core = cls(max_jump_sigmas, max_jump_floor)
         core._state = {"trades": snap.trades, "quotes": snap.quotes, "bars": snap.bars}
         return core
 
@@ -114,7 +176,59 @@ def _identity(chunk: MarketChunk, idx: npt.NDArray[np.intp]) -> list[str] | None
         q.bid[idx].tolist(), q.ask[idx].tolist(), q.bid_size[idx].tolist(), q.ask_size[idx].tolist())]
 
 
-def _check(chunk: MarketChunk, state: StreamState) -> tuple[npt.NDArray[np.bool_], list[Quarantined], StreamState]:
+def _log_prices(chunk: MarketChunk, idx: npt.NDArray[np.intp]) -> tuple[list[float], list[float], list[float], str]:
+    # (log price, lowest and highest log of the prices checked, what the price is) of rows `idx`
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if isinstance(chunk, BarChunk):
+            ref = np.log(chunk.close[idx])
+            each = np.log(np.stack([chunk.open[idx], chunk.high[idx], chunk.low[idx], chunk.close[idx]]))
+            name = "close"
+        elif isinstance(chunk, TradeChunk):
+            ref = np.log(chunk.price[idx])
+            each = ref[None, :]
+            name = "price"
+        else:
+            bid, ask = chunk.bid[idx], chunk.ask[idx]
+            ref = np.log(bid / 2 + ask / 2)
+            each = np.log(np.stack([bid, ask]))
+            name = "mid"
+    return ref.tolist(), each.min(axis=0).tolist(), each.max(axis=0).tolist(), name
+
+
+def _jumps(chunk: MarketChunk, idx: npt.NDArray[np.intp], state: StreamState, rule: _Jumps,
+           reasons: dict[int, str]) -> StreamState:
+    # the jump rule over rows `idx` (in order, all else accepted); adds rejected rows to `reasons`
+    ref, lows, highs, name = _log_prices(chunk, idx)
+    last, var, pending = state.last_log, state.var, list(state.pending)
+    sigmas, floor = rule.sigmas, rule.floor
+    for i, x, lo, hi in zip(idx.tolist(), ref, lows, highs):
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            reasons[i] = f"price not finite and positive (log {name} {x!r})"
+            continue
+        if last is None:
+            last = x
+            continue
+        bound = max(sigmas * math.sqrt(var), floor)
+        move = max(hi - last, last - lo)
+        if move <= bound:
+            r = x - last
+            var = _ALPHA * (r * r) + _BETA * var
+            last, pending = x, []
+            continue
+        if pending and max(hi - pending[0], pending[0] - lo) <= bound:
+            pending.append(x)
+            if len(pending) >= _CONFIRM:  # the move persisted: a new level
+                last, pending = x, []
+                continue
+        else:
+            pending = [x]
+        reasons[i] = (f"price jump: log move {move:.4g} from the last accepted {name} {math.exp(last):.8g} exceeds "
+                      f"max({sigmas:g} x recent volatility {math.sqrt(var):.4g}, {floor:g}) = {bound:.4g}")
+    return dataclasses.replace(state, last_log=last, var=var, pending=tuple(pending))
+
+
+def _check(chunk: MarketChunk, state: StreamState,
+           rule: _Jumps) -> tuple[npt.NDArray[np.bool_], list[Quarantined], StreamState]:
     ts = chunk.ts_event
     n = len(ts)
     running = np.maximum.accumulate(np.concatenate(([state.last_ts], ts)))[:-1]
@@ -144,6 +258,8 @@ def _check(chunk: MarketChunk, state: StreamState) -> tuple[npt.NDArray[np.bool_
                     reasons[i] = f"duplicate {what} {key!r} at event time {int(ts[i])}"
                 else:
                     group.add(key)
+    jump_state = _jumps(chunk, np.flatnonzero(keep), state, rule, reasons)
+    keep[list(reasons)] = False
     accepted = ts[keep]
     if len(accepted):
         new_last = int(accepted[-1])
@@ -166,4 +282,4 @@ def _check(chunk: MarketChunk, state: StreamState) -> tuple[npt.NDArray[np.bool_
         for i in sorted(reasons)
     ]
     assert n == len(keep)
-    return keep, quarantined, StreamState(last_ts, tuple(sorted(last_keys)))
+    return keep, quarantined, dataclasses.replace(jump_state, last_ts=last_ts, last_keys=tuple(sorted(last_keys)))

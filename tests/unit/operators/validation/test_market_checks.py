@@ -26,17 +26,17 @@ def run(core: MarketValidator, slices: list[MarketSlice]) -> tuple[list[int], li
 
 
 def test_validator_quarantines_a_trade_that_goes_back_in_time_and_keeps_the_rest() -> None:
-    chunk = trades(INST, [10, 20, 15, 30], [1.0, 2.0, 3.0, 4.0], ids=["a", "b", "c", "d"])
+    chunk = trades(INST, [10, 20, 15, 30], [1.0, 1.1, 1.2, 1.3], ids=["a", "b", "c", "d"])
     kept, bad = run(MarketValidator(), [market_slice(INST, 30, trades=chunk)])
     assert kept == [0, 1, 3]
     assert len(bad) == 1 and bad[0].row == 2 and bad[0].reason.startswith("timestamp went backwards: 15 < 20")
-    assert json.loads(bad[0].raw)["price"] == 3.0
+    assert json.loads(bad[0].raw)["price"] == 1.2
 
 
 def test_validator_finds_duplicates_across_chunk_boundaries() -> None:
     core = MarketValidator()
-    first = trades(INST, [10, 20], [1.0, 2.0], ids=["a", "b"])
-    second = trades(INST, [20, 20, 25], [2.0, 2.5, 3.0], ids=["b", "c", "d"], start_row=2)
+    first = trades(INST, [10, 20], [1.0, 1.2], ids=["a", "b"])
+    second = trades(INST, [20, 20, 25], [1.2, 1.25, 1.3], ids=["b", "c", "d"], start_row=2)
     kept, bad = run(core, [market_slice(INST, 19, trades=first), market_slice(INST, 30, trades=second)])
     assert kept == [0, 1, 3, 4]
     assert [q.reason for q in bad] == ["duplicate trade id 'b' at event time 20"]

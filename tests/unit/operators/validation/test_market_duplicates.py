@@ -15,8 +15,8 @@ def split(outs: list[MarketSlice | Quarantined]) -> tuple[list[MarketSlice], lis
 
 def test_a_trade_repeated_as_the_first_record_of_the_next_chunk_is_a_duplicate() -> None:
     core = MarketValidator()
-    first = trades(INST, [10, 20], [1.0, 2.0], ids=["a", "b"])
-    second = trades(INST, [20, 25], [2.0, 3.0], ids=["b", "c"], start_row=2)  # "b" again, alone at its time here
+    first = trades(INST, [10, 20], [1.0, 1.2], ids=["a", "b"])
+    second = trades(INST, [20, 25], [1.2, 1.3], ids=["b", "c"], start_row=2)  # "b" again, alone at its time here
     [kept1], bad1 = split(core.update(market_slice(INST, 19, trades=first)))
     [kept2], bad2 = split(core.update(market_slice(INST, 30, trades=second)))
     assert bad1 == [] and kept1.trades is not None and kept1.trades.trade_id.tolist() == ["a", "b"]
@@ -27,15 +27,15 @@ def test_a_trade_repeated_as_the_first_record_of_the_next_chunk_is_a_duplicate()
 
 def test_a_new_trade_at_the_time_that_ended_the_previous_chunk_is_kept() -> None:
     core = MarketValidator()
-    core.update(market_slice(INST, 19, trades=trades(INST, [10, 20], [1.0, 2.0], ids=["a", "b"])))
-    [kept], bad = split(core.update(market_slice(INST, 30, trades=trades(INST, [20], [2.0], ids=["x"], start_row=2))))
+    core.update(market_slice(INST, 19, trades=trades(INST, [10, 20], [1.0, 1.2], ids=["a", "b"])))
+    [kept], bad = split(core.update(market_slice(INST, 30, trades=trades(INST, [20], [1.2], ids=["x"], start_row=2))))
     assert bad == [] and kept.trades is not None and kept.trades.trade_id.tolist() == ["x"]
 
 
 def test_the_same_trade_id_at_another_time_is_not_a_duplicate() -> None:
     core = MarketValidator()
-    core.update(market_slice(INST, 19, trades=trades(INST, [10, 20], [1.0, 2.0], ids=["a", "b"])))
-    [kept], bad = split(core.update(market_slice(INST, 30, trades=trades(INST, [21], [2.0], ids=["b"], start_row=2))))
+    core.update(market_slice(INST, 19, trades=trades(INST, [10, 20], [1.0, 1.2], ids=["a", "b"])))
+    [kept], bad = split(core.update(market_slice(INST, 30, trades=trades(INST, [21], [1.2], ids=["b"], start_row=2))))
     assert bad == [] and kept.trades is not None and len(kept.trades) == 1
 
 
