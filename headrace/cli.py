@@ -53,7 +53,9 @@ def _fail(e: Exception) -> typer.Exit:
 def _setup(config_path: Path | None, overrides: list[str] | None, verbose: bool = False) -> Config:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    return load_config(config_path, overrides or [])
+    config = load_config(config_path, overrides or [])
+    sys.stderr.writelines(f"warning: {m}\n" for m in config.deprecations)  # one line per deprecated key used
+    return config
 
 
 def _store(config: Config, dsn: str | None) -> Any:

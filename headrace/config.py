@@ -1,80 +1,50 @@
-"""One TOML configuration, validated whole at start.
+"""One TOML configuration, validated whole at start (pydantic v2 models, a pydantic-settings environment source).
 
-Every key is declared in the dataclasses below, with its type, default, a check and a one-line help
-text (rendered in docs/configuration.md). Unknown keys, wrong types and bad values raise `ConfigError`
-naming the dotted key. `--set KEY=VALUE` overrides go through the same validation.
+Every key is declared in the models below with its type, default, allowed values and a one-line help text
+(rendered in docs/configuration.md). A config is assembled in layers, each overriding the one before:
 
-Secrets (exchange API keys, database passwords) never live here: they come from the environment.
+    built-in defaults (headrace/default.toml) < --config FILE < HEADRACE_<SECTION>__<KEY> variables < --set KEY=VALUE
+
+and then validated as a whole. Unknown keys, wrong types and bad values raise `ConfigError` naming the dotted
+key (and where the value came from). Secrets (exchange API keys, database passwords) never live here: they
+come from their own environment variables.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import math
+import os
 import re
 import tomllib
-import types
 import typing
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, PrivateAttr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import CoreSchema, core_schema
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from headrace.errors import ConfigError
 
-Check = Callable[[Any], str | None]  # returns the reason when the value is bad
+DOCS = "docs/configuration.md"
+ENV_PREFIX = "HEADRACE_"
+ENV_DELIMITER = "__"
 
-
-def _positive(v: Any) -> str | None:
-    return None if v > 0 and math.isfinite(v) else "must be > 0"
-
-
-def _non_negative(v: Any) -> str | None:
-    return None if v >= 0 and math.isfinite(v) else "must be >= 0"
-
-
-def _fraction(v: Any) -> str | None:
-    return None if 0 < v <= 1 else "must be in (0, 1]"
-
-
-def _timeframe_check(v: Any) -> str | None:
-    try:
-        parse_timeframe(v)
-    except ValueError as e:
-        return str(e)
-    return None
-
-
-def _dsn_check(v: Any) -> str | None:
-    if re.match(r"^https?://[^/@:]+:[^@]*@", v):
-        return "must not hold a password (secrets never live in config): set HEADRACE_CLICKHOUSE_PASSWORD"
-    if v == "" or re.match(r"^(chdb|https?)://", v):
-        return None
-    return "must be empty (embedded chDB in the state dir) or a chdb://, http:// or https:// DSN"
-
-
-def _currency_map(v: Any) -> str | None:
-    for k, x in v.items():
-        if not isinstance(x, (int, float)) or isinstance(x, bool) or not x > 0:
-            return f"rate for {k!r} must be a number > 0, was {x!r}"
-    return None
-
-
-def _key(default: Any, help: str, check: Check | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "check": check})
-
-
-def _key_factory(factory: Callable[[], Any], help: str, check: Check | None = None) -> Any:
-    return field(default_factory=factory, metadata={"help": help, "check": check})
-
+# ---------------------------------------------------------------------------------------------------
+# durations and timeframes
 
 _TIMEFRAME = re.compile(r"^(\d+)(s|m|h|d)$")
 _UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
-
-
 _DURATION = re.compile(r"^(\d+)(ns|us|ms|s|m|h|d)$")
 _DURATION_NS = {"ns": 1, "us": 10**3, "ms": 10**6, **_UNIT_NS}
+DAY_NS = _UNIT_NS["d"]
 
 
 def parse_duration(text: str) -> int:
@@ -91,12 +61,20 @@ def parse_duration(text: str) -> int:
     return int(m.group(1)) * _DURATION_NS[m.group(2)]
 
 
-def _duration_check(v: Any) -> str | None:
-    try:
-        parse_duration(v)
-    except ValueError as e:
-        return str(e)
-    return None
+def format_duration(ns: int) -> str:
+    """Return `ns` in the largest unit that divides it (the inverse of `parse_duration`).
+
+    Examples
+    --------
+    >>> format_duration(600 * 10**9), format_duration(0), format_duration(1500 * 10**6)
+    ('10m', '0s', '1500ms')
+    """
+    if ns == 0:
+        return "0s"
+    for unit in ("d", "h", "m", "s", "ms", "us", "ns"):
+        if ns % _DURATION_NS[unit] == 0:
+            return f"{ns // _DURATION_NS[unit]}{unit}"
+    raise AssertionError("unreachable: every integer is a whole number of ns")  # pragma: no cover
 
 
 def parse_timeframe(tf: str) -> int:
@@ -113,108 +91,362 @@ def parse_timeframe(tf: str) -> int:
     return int(m.group(1)) * _UNIT_NS[m.group(2)]
 
 
+_NS_MIN, _NS_MAX = datetime(1677, 9, 22, tzinfo=UTC), datetime(2262, 4, 11, tzinfo=UTC)
+
+
+def parse_date_ns(text: str) -> int:
+    """Return an ISO 8601 date or date-time as UTC epoch ns (a time without an offset is UTC).
+
+    Examples
+    --------
+    >>> parse_date_ns("1970-01-02"), parse_date_ns("1970-01-01T00:00:01+00:00")
+    (86400000000000, 1000000000)
+    """
+    try:
+        t = datetime.fromisoformat(text) if isinstance(text, str) and text[:4].isdigit() else None
+    except ValueError:
+        t = None
+    if t is None:
+        raise ValueError(f"must be an ISO 8601 date such as '2009-01-03' or '2009-01-03T00:00:00Z', was {text!r}")
+    t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    if not _NS_MIN <= t < _NS_MAX:
+        raise ValueError("must lie between 1677-09-22 and 2262-04-11 (epoch nanoseconds in 64 bits)")
+    delta = t - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+
+
+# ---------------------------------------------------------------------------------------------------
+# rules: checks that run after pydantic's (strict) type check, and say in docs what they allow
+
+
+def _num(x: float) -> str:
+    """Format a bound for messages and docs: ``10_000_000``, ``1e15``, ``0.5``."""
+    if float(x).is_integer():
+        digits = str(abs(int(x)))
+        if len(digits) >= 10 and digits.strip("0") == "1":
+            return f"{'-' if x < 0 else ''}1e{len(digits) - 1}"
+        return f"{int(x):_}"
+    return repr(float(x))
+
+
+class Rule:
+    """A check on a validated value: `allowed` describes the accepted values (for docs and messages)."""
+
+    def allowed(self) -> str:
+        return ""
+
+    def check(self, v: Any) -> Any:
+        raise NotImplementedError  # pragma: no cover
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+
 @dataclass(frozen=True, slots=True)
-class StorageConfig:
-    dsn: str = _key("", "ClickHouse DSN; empty means embedded chDB at <state_dir>/clickhouse", _dsn_check)
+class Range(Rule):
+    """A finite number within bounds; `lo_open`/`hi_open` exclude the bound itself."""
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+    hi_open: bool = False
+    note: str = ""
+
+    def allowed(self) -> str:
+        text = f"{'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}{')' if self.hi_open else ']'}"
+        return f"{text} ({self.note})" if self.note else text
+
+    def check(self, v: Any) -> Any:
+        ok = math.isfinite(v) and (v > self.lo if self.lo_open else v >= self.lo) and (
+            v < self.hi if self.hi_open else v <= self.hi)
+        if not ok:
+            raise ValueError(f"must be in {self.allowed()}")
+        return v
+
+
+@dataclass(frozen=True, slots=True)
+class Duration(Rule):
+    """A duration string (``"250ms"``, ``"5m"``) within bounds, or one of `words` (such as ``"auto"``)."""
+
+    lo_ns: int
+    hi_ns: int
+    lo_open: bool = False
+    words: tuple[str, ...] = ()
+
+    def allowed(self) -> str:
+        lo, hi = format_duration(self.lo_ns), format_duration(self.hi_ns)
+        text = f"a duration in {'(' if self.lo_open else '['}{lo}, {hi}]"
+        return " or ".join([*(f'"{w}"' for w in self.words), text])
+
+    def check(self, v: Any) -> Any:
+        if v in self.words:
+            return v
+        ns = parse_duration(v)
+        if not ((ns > self.lo_ns if self.lo_open else ns >= self.lo_ns) and ns <= self.hi_ns):
+            raise ValueError(f"must be {self.allowed()}")
+        return v
+
+
+class Timeframe(Rule):
+    def allowed(self) -> str:
+        return '"30s", "1m", "5m", "1h", "1d" ... up to 30d'
+
+    def check(self, v: Any) -> Any:
+        if parse_timeframe(v) > 30 * DAY_NS:
+            raise ValueError("timeframe must be at most 30d")
+        return v
+
+
+class IsoDate(Rule):
+    def allowed(self) -> str:
+        return "ISO 8601 date, 1677-09-22 to 2262-04-11"
+
+    def check(self, v: Any) -> Any:
+        parse_date_ns(v)
+        return v
+
+
+class DateFormat(Rule):
+    def allowed(self) -> str:
+        return '"" or a strftime format with % directives'
+
+    def check(self, v: Any) -> Any:
+        if v and "%" not in v:
+            raise ValueError("must be empty (ISO 8601 only) or a strftime format such as '%d/%m/%Y %H:%M'")
+        return v
+
+
+class Dsn(Rule):
+    def allowed(self) -> str:
+        return '"", chdb://PATH, http:// or https:// (no password)'
+
+    def check(self, v: Any) -> Any:
+        if re.match(r"^https?://[^/@:]+:[^@]*@", v):
+            raise ValueError("must not hold a password (secrets never live in config): "
+                             "set HEADRACE_CLICKHOUSE_PASSWORD")
+        if v == "" or re.match(r"^(chdb|https?)://", v):
+            return v
+        raise ValueError("must be empty (embedded chDB in the state dir) or a chdb://, http:// or https:// DSN")
+
+
+@dataclass(frozen=True, slots=True)
+class Rates(Rule):
+    """A table of currency -> positive finite rate; checked before the type, to name the currency."""
+
+    hi: float
+
+    def allowed(self) -> str:
+        return f"table of CURRENCY = rate in (0, {_num(self.hi)}]"
+
+    def check(self, v: Any) -> Any:
+        if isinstance(v, Mapping):
+            for k, x in v.items():
+                if isinstance(x, bool) or not isinstance(x, (int, float)) or not (
+                        math.isfinite(x) and 0 < x <= self.hi):
+                    raise ValueError(f"rate for {k!r} must be a number in (0, {_num(self.hi)}], was {x!r}")
+        return v
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_before_validator_function(self.check, handler(source))
+
+
+# shared bounds
+MAX_ROWS = 10_000_000
+MAX_BARS = 10_000_000
+Rows = Annotated[int, Range(1, MAX_ROWS)]
+Bars = Annotated[int, Range(1, MAX_BARS)]
+Bps = Annotated[float, Range(0, 10_000, hi_open=True)]
+Timeout = Annotated[float, Range(0, 86_400, lo_open=True)]
+Wait = Annotated[float, Range(0, 86_400)]
+Fraction = Annotated[float, Range(0, 1, lo_open=True)]
+Share = Annotated[float, Range(0, 1)]
+
+
+def _key(default: Any, help: str) -> Any:
+    if isinstance(default, dict):
+        return Field(default_factory=lambda: dict(default), description=help)
+    return Field(default=default, description=help)
+
+
+_SECTION = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the sections
+
+
+class StorageConfig(BaseModel):
+    model_config = _SECTION
+
+    dsn: Annotated[str, Dsn()] = _key("", "ClickHouse DSN; empty means embedded chDB at <state_dir>/clickhouse")
     state_dir: str = _key("state", "directory for the embedded database and run files (relative to the working dir)")
-    batch_rows: int = _key(50_000, "rows buffered per table before an insert", _positive)
-    connect_timeout_s: float = _key(10.0, "seconds to wait for a ClickHouse server to accept a connection", _positive)
-    read_timeout_s: float = _key(300.0, "seconds to wait for a ClickHouse server to answer one request", _positive)
-    lock_wait_s: float = _key(0.0, "seconds a read command waits while a replay holds the embedded store",
-                              _non_negative)
+    batch_rows: Rows = _key(50_000, "rows buffered per table before an insert")
+    connect_timeout_s: Timeout = _key(10.0, "seconds to wait for a ClickHouse server to accept a connection")
+    read_timeout_s: Timeout = _key(300.0, "seconds to wait for a ClickHouse server to answer one request")
+    lock_wait_s: Wait = _key(0.0, "seconds a read command waits while a replay holds the embedded store")
 
 
-@dataclass(frozen=True, slots=True)
-class ReplayConfig:
+class ReplayConfig(BaseModel):
+    model_config = _SECTION
+
     venue: str = _key("", "venue for files whose path does not name one")
     symbol: str = _key("", "ccxt symbol (BASE/QUOTE) for files whose path does not name one")
-    timeframe: str = _key("5m", "bar length built from trades and quotes", _timeframe_check)
-    chunk_rows: int = _key(20_000, "rows of the merged stream per source slice (and per snapshot offset)", _positive)
-    timestamp_unit: str = _key("auto", "unit of integer epoch timestamps: auto (from the magnitude), s, ms, us or ns",
-                               lambda v: None if v in ("auto", "s", "ms", "us", "ns") else
-                               "must be one of auto, s, ms, us, ns")
-    date_format: str = _key("", "strftime format of text dates that are not ISO 8601 (empty: ISO 8601 only)")
+    timeframe: Annotated[str, Timeframe()] = _key("5m", "bar length built from trades and quotes")
+    chunk_rows: Rows = _key(20_000, "rows of the merged stream per source slice (and per snapshot offset)")
+    timestamp_unit: Literal["auto", "s", "ms", "us", "ns"] = _key(
+        "auto", "unit of integer epoch timestamps: auto (from the magnitude), s, ms, us or ns")
+    date_format: Annotated[str, DateFormat()] = _key(
+        "", "strftime format of text dates that are not ISO 8601 (empty: ISO 8601 only)")
 
 
-@dataclass(frozen=True, slots=True)
-class ValidationConfig:
-    earliest: str = _key("2009-01-03", "rows stamped before this date (ISO 8601) are quarantined as out of range")
-    latest: str = _key("2100-01-01", "rows stamped after this date (ISO 8601) are quarantined as out of range")
-    max_jump_sigmas: float = _key(50.0, "quarantine a price whose log move from the last good one exceeds this many "
-                                        "recent standard deviations (and max_jump_floor)", _positive)
-    max_jump_floor: float = _key(0.5, "a log price move below this is never a jump, whatever the volatility",
-                                 _positive)
-    max_quarantined: float = _key(1.0, "fail the run when more than this fraction of rows is quarantined",
-                                  lambda v: None if 0 <= v <= 1 else "must be in [0, 1]")
+class ValidationConfig(BaseModel):
+    model_config = _SECTION
+
+    earliest: Annotated[str, IsoDate()] = _key(
+        "2009-01-03", "rows stamped before this date (ISO 8601) are quarantined as out of range")
+    latest: Annotated[str, IsoDate()] = _key(
+        "2100-01-01", "rows stamped after this date (ISO 8601) are quarantined as out of range")
+    max_jump_sigmas: Annotated[float, Range(0, 10_000, lo_open=True)] = _key(
+        50.0, "quarantine a price whose log move from the last good one exceeds this many recent standard "
+              "deviations (and max_jump_floor)")
+    max_jump_floor: Annotated[float, Range(0, 100, lo_open=True)] = _key(
+        0.5, "a log price move below this is never a jump, whatever the volatility")
+    max_quarantined: Share = _key(1.0, "fail the run when more than this fraction of rows is quarantined")
+
+    @model_validator(mode="after")
+    def _window(self) -> ValidationConfig:
+        if parse_date_ns(self.earliest) >= parse_date_ns(self.latest):
+            raise ConfigError("validation.latest", f"must be after validation.earliest ({self.earliest!r}), "
+                                                   f"was {self.latest!r}; see {DOCS}")
+        return self
+
+    @property
+    def earliest_ns(self) -> int:
+        return parse_date_ns(self.earliest)
+
+    @property
+    def latest_ns(self) -> int:
+        return parse_date_ns(self.latest)
 
 
-@dataclass(frozen=True, slots=True)
-class VenueConfig:
-    taker_fee_bps: float = _key(10.0, "taker fee, basis points of notional", _non_negative)
-    half_spread_bps: float = _key(5.0, "half spread paid when bars carry no quotes, basis points", _non_negative)
+class VenueConfig(BaseModel):
+    model_config = _SECTION
+
+    taker_fee_bps: Bps = _key(10.0, "taker fee, basis points of notional")
+    half_spread_bps: Bps = _key(5.0, "half spread paid when bars carry no quotes, basis points")
 
 
-@dataclass(frozen=True, slots=True)
-class AccountConfig:
+MAX_LATENCY_NS = DAY_NS
+
+
+class AccountConfig(BaseModel):
+    model_config = _SECTION
+
     id: str = _key("main", "account id written on orders, fills, positions and equity")
     currency: str = _key("", "valuation currency; empty means the quote currency all instruments share")
-    initial_cash: float = _key(1.0, "starting cash in the account currency, split evenly over venues", _positive)
-    latency: str = _key("0s", "time from a decision until its order reaches the venue; the fill uses the first bar "
-                              "that opens at or after decision + latency", _duration_check)
-    fill_on: str = _key("next_open", "next_open: at the open of the first bar at or after decision + latency; "
-                                     "decision_close: at the decision bar's close (latency must be 0s)",
-                        lambda v: None if v in ("next_open", "decision_close") else
-                        "must be 'next_open' or 'decision_close'")
-    latency_bars: int = _key(-1, "deprecated, use account.latency: 0 = fill_on decision_close, n >= 1 = latency of "
-                                 "(n - 1) x replay.timeframe (-1: not set)", lambda v: None if v >= -1 else "must be >= 0")
-    fx_rates: dict[str, float] = _key_factory(
-        dict, "fixed rates to the account currency for quote currencies no instrument prices", _currency_map
-    )
+    initial_cash: Annotated[float, Range(0, 1e15, lo_open=True)] = _key(
+        1.0, "starting cash in the account currency, split evenly over venues")
+    latency: Annotated[str, Duration(0, MAX_LATENCY_NS)] = _key(
+        "0s", "time from a decision until its order reaches the venue; the fill uses the first bar that opens at "
+              "or after decision + latency")
+    fill_on: Literal["next_open", "decision_close"] = _key(
+        "next_open", "next_open: at the open of the first bar at or after decision + latency; decision_close: at "
+                     "the decision bar's close (latency must be 0s)")
+    latency_bars: Annotated[int, Range(-1, 10_000, note="-1: not set")] = _key(
+        -1, "deprecated, use account.latency: 0 = fill_on decision_close, n >= 1 = latency of (n - 1) x "
+            "replay.timeframe (-1: not set)")
+    fx_rates: Annotated[dict[str, float], Rates(1e12)] = _key(
+        {}, "fixed rates to the account currency for quote currencies no instrument prices")
+
+    @model_validator(mode="after")
+    def _fill_rule(self) -> AccountConfig:
+        if self.fill_on == "decision_close" and parse_duration(self.latency) != 0:
+            raise ConfigError("account.latency", f"must be '0s' when account.fill_on is 'decision_close' (a fill "
+                                                 f"at the decision bar's own close), was {self.latency!r}; "
+                                                 f"see {DOCS}")
+        return self
+
+    @property
+    def latency_ns(self) -> int:
+        return parse_duration(self.latency)
 
 
-@dataclass(frozen=True, slots=True)
-class FeaturesConfig:
-    vol_halflife_bars: float = _key(288.0, "half-life of the EWMA volatility, in bars", _positive)
-    momentum_lookback_bars: int = _key(288, "bars over which momentum is the log return", _positive)
+class FeaturesConfig(BaseModel):
+    model_config = _SECTION
+
+    vol_halflife_bars: Annotated[float, Range(0, MAX_BARS, lo_open=True)] = _key(
+        288.0, "half-life of the EWMA volatility, in bars")
+    momentum_lookback_bars: Bars = _key(288, "bars over which momentum is the log return")
 
 
-@dataclass(frozen=True, slots=True)
-class StrategyConfig:
-    name: str = _key("xs_momentum", "signal: cross-sectional momentum (the only one so far)",
-                     lambda v: None if v == "xs_momentum" else "must be 'xs_momentum'")
-    rebalance_bars: int = _key(144, "bars between rebalances", _positive)
+class StrategyConfig(BaseModel):
+    model_config = _SECTION
+
+    name: Literal["xs_momentum"] = _key("xs_momentum", "signal: cross-sectional momentum (the only one so far)")
+    rebalance_bars: Bars = _key(144, "bars between rebalances")
     long_only: bool = _key(True, "drop short targets (spot venues cannot short)")
-    min_instruments: int = _key(2, "instruments with features needed before trading", _positive)
-    stale_after: str = _key("1h", "an instrument without a new bar for this long leaves the cross-section (no new "
-                                  "targets; its position is valued at its last price, marked stale)", _duration_check)
+    min_instruments: Annotated[int, Range(1, 100_000)] = _key(2, "instruments with features needed before trading")
+    stale_after: Annotated[str, Duration(0, 366 * DAY_NS, lo_open=True)] = _key(
+        "1h", "an instrument without a new bar for this long leaves the cross-section (no new targets; its "
+              "position is valued at its last price, marked stale)")
 
 
-@dataclass(frozen=True, slots=True)
-class SizingConfig:
-    target_volatility: float = _key(0.5, "annualised volatility each position is sized to", _positive)
-    max_gross_leverage: float = _key(1.0, "cap on the sum of |weights|", _positive)
-    max_weight: float = _key(0.25, "cap on one instrument's |weight|", _fraction)
-    min_trade_weight: float = _key(0.02, "skip trades smaller than this fraction of equity", _non_negative)
+class SizingConfig(BaseModel):
+    model_config = _SECTION
+
+    target_volatility: Annotated[float, Range(0, 100, lo_open=True)] = _key(
+        0.5, "annualised volatility each position is sized to")
+    max_gross_leverage: Annotated[float, Range(0, 100, lo_open=True)] = _key(1.0, "cap on the sum of |weights|")
+    max_weight: Fraction = _key(0.25, "cap on one instrument's |weight|")
+    min_trade_weight: Share = _key(0.02, "skip trades smaller than this fraction of equity")
 
 
-@dataclass(frozen=True, slots=True)
-class MetricsConfig:
-    interval: str = _key("auto", "grid on which return statistics are computed: auto (the longest bar length of "
-                                 "the run) or a duration such as '5m'",
-                         lambda v: None if v == "auto" else _duration_check(v))
+class MetricsConfig(BaseModel):
+    model_config = _SECTION
+
+    interval: Annotated[str, Duration(0, 366 * DAY_NS, lo_open=True, words=("auto",))] = _key(
+        "auto", "grid on which return statistics are computed: auto (the longest bar length of the run) or a "
+                "duration such as '5m'")
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
-    storage: StorageConfig = field(default_factory=StorageConfig)
-    replay: ReplayConfig = field(default_factory=ReplayConfig)
-    validation: ValidationConfig = field(default_factory=ValidationConfig)
-    venues: dict[str, VenueConfig] = field(default_factory=dict)
-    account: AccountConfig = field(default_factory=AccountConfig)
-    features: FeaturesConfig = field(default_factory=FeaturesConfig)
-    strategy: StrategyConfig = field(default_factory=StrategyConfig)
-    sizing: SizingConfig = field(default_factory=SizingConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+class Config(BaseSettings):
+    """The whole validated config; sections are attributes (``config.account.latency``).
+
+    A pydantic-settings model: ``Config(**raw)`` validates exactly `raw` (on top of the defaults), while
+    `load_config` adds the layers (file, `EnvironmentSource`, ``--set``) in the documented order.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", strict=True, env_prefix=ENV_PREFIX,
+                                      env_nested_delimiter=ENV_DELIMITER, case_sensitive=False)
+
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    venues: dict[str, VenueConfig] = Field(default_factory=dict)
+    account: AccountConfig = Field(default_factory=AccountConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    sizing: SizingConfig = Field(default_factory=SizingConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    _deprecations: tuple[str, ...] = PrivateAttr(default=())
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only the given data: the environment is one layer of `load_config`, between the file and --set.
+        return (init_settings,)
+
+    @property
+    def deprecations(self) -> tuple[str, ...]:
+        """Messages about deprecated keys this config used (each names the key to use instead)."""
+        return self._deprecations
 
     def venue(self, name: str) -> VenueConfig:
         """Return the venue's settings, falling back to ``[venues.default]``."""
@@ -232,13 +464,60 @@ class Config:
 
     def to_dict(self, *, redacted: bool = False) -> dict[str, Any]:
         """Return the config as plain data; `redacted` masks any password in the DSN (for storing and logs)."""
-        out = dataclasses.asdict(self)
+        out = self.model_dump()
         if redacted:
-            out["storage"]["dsn"] = re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", out["storage"]["dsn"])
+            out["storage"]["dsn"] = _redact(out["storage"]["dsn"])
         return out
 
 
+def _redact(text: str) -> str:
+    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", text)
+
+
 # ---------------------------------------------------------------------------------------------------
+# the key tree: where a dotted key leads
+
+
+def _unwrap(tp: Any) -> Any:
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _node(parts: Sequence[str]) -> Any:
+    """Return what the dotted key `parts` names: a model class, a ``dict[...]`` type, a leaf type, or None."""
+    node: Any = Config
+    for part in parts:
+        node = _unwrap(node)
+        if _is_model(node):
+            field = node.model_fields.get(part)
+            if field is None:
+                return None
+            node = field.annotation
+        elif typing.get_origin(node) is dict:
+            node = typing.get_args(node)[1]
+        else:
+            return None  # below a value
+    return _unwrap(node)
+
+
+def _is_string_key(parts: Sequence[str]) -> bool:
+    node = _node(parts)
+    return node is str or (typing.get_origin(node) is Literal and all(isinstance(a, str) for a in
+                                                                      typing.get_args(node)))
+
+
+def _known_here(parts: Sequence[str]) -> list[str]:
+    node = _node(parts)
+    return sorted(node.model_fields) if _is_model(node) else []
+
+
+# ---------------------------------------------------------------------------------------------------
+# layers: defaults, file, environment, --set
 
 
 def default_config_text() -> str:
@@ -246,26 +525,90 @@ def default_config_text() -> str:
     return resources.files("headrace").joinpath("default.toml").read_text(encoding="utf-8")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load and validate a config: the defaults, then `path` (if any), then ``KEY=VALUE`` overrides.
+_TOML_START = tuple('[{"\'')
 
-    Raises
-    ------
-    ConfigError
-        naming the first wrong key, for unknown keys, wrong types and bad values.
+
+def parse_value(key: str, text: str, origin: str = "--set") -> Any:
+    """Parse one value given as text (``--set`` or the environment) for the dotted `key`.
+
+    The text is TOML (``0.5``, ``true``, ``"5m"``, ``[1, 2]``, ``{USDT = 1.0}``). A bare word that is not
+    TOML (``USD``, ``250ms``, ``BTC/USDT``) is taken as a string for keys that hold strings (and for unknown
+    keys, which validation then reports); anything else that does not parse is an error naming the key.
     """
-    raw: dict[str, Any] = tomllib.loads(default_config_text())
-    if path is not None:
-        p = Path(path)
-        try:
-            _merge(raw, tomllib.loads(p.read_text(encoding="utf-8")))
-        except FileNotFoundError as e:
-            raise ConfigError("--config", f"file {str(p)!r} does not exist") from e
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError("--config", f"file {str(p)!r} is not valid TOML: {e}") from e
-    for item in overrides or []:
-        apply_override(raw, item)
-    return build_config(raw)
+    text = text.strip()
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError as e:
+        parts = key.split(".")
+        if not text.startswith(_TOML_START) and (_is_string_key(parts) or _node(parts) is None):
+            return text
+        raise ConfigError(key, f"value {text!r} from {origin} is not valid TOML ({e}); see {DOCS}") from e
+
+
+def _set(raw: dict[str, Any], parts: Sequence[str], value: Any, key: str) -> None:
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        kind = _node(parts[: i + 1])  # None for unknown keys, which validation reports
+        is_value = kind is not None and not _is_model(kind) and typing.get_origin(kind) is not dict
+        nxt = node.setdefault(part, {})
+        if is_value or not isinstance(nxt, dict):
+            raise ConfigError(".".join(parts[: i + 1]), f"is a value, not a table; cannot set {key!r}")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one ``a.b.c=VALUE`` override to a raw config dict (VALUE as `parse_value` reads it)."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or not re.match(r"^[A-Za-z0-9_.-]+$", key) or "" in key.split("."):
+        raise ConfigError(key or item, f"--set takes KEY=VALUE with a dotted key, was {item!r}")
+    _set(raw, key.split("."), parse_value(key, text), key)
+
+
+class EnvironmentSource(PydanticBaseSettingsSource):
+    """Config keys from ``HEADRACE_<SECTION>__<KEY>`` variables (``HEADRACE_VENUES__KRAKEN__TAKER_FEE_BPS=20``).
+
+    Only names with the double underscore after the prefix are config keys; ``HEADRACE_RUN_ID``,
+    ``HEADRACE_DATA`` or ``HEADRACE_CLICKHOUSE_PASSWORD`` are other settings and left alone. Key names match
+    case-insensitively; venue names are lower-cased, currency codes (``account.fx_rates``) kept as written.
+    A variable that names no key is an error naming the variable.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None) -> None:
+        super().__init__(settings_cls)
+        self.environ = os.environ if environ is None else environ
+        self.prefix = str(self.config.get("env_prefix", ENV_PREFIX))
+        self.delimiter = str(self.config.get("env_nested_delimiter", ENV_DELIMITER))
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError("EnvironmentSource reads all variables at once: call it")  # pragma: no cover
+
+    def items(self) -> Iterator[tuple[str, str, str]]:
+        """Yield (variable, dotted key, text) for every config variable, in sorted order of the variables."""
+        for name in sorted(self.environ):
+            if not name.upper().startswith(self.prefix) or self.delimiter not in name[len(self.prefix):]:
+                continue
+            yield name, self._key(name), self.environ[name]
+
+    def _key(self, name: str) -> str:
+        parts: list[str] = []
+        for word in name[len(self.prefix):].split(self.delimiter):
+            node = _node(parts)
+            keep = typing.get_origin(node) is dict and not _is_table(node)  # currency codes keep their case
+            parts.append(word if keep else word.lower())
+        key = ".".join(parts)
+        if "" in parts or _node(parts) is None:
+            raise ConfigError(key, f"unknown key, from environment variable {name} (config variables are "
+                                   f"{self.prefix}<SECTION>{self.delimiter}<KEY>, such as "
+                                   f"{self.prefix}ACCOUNT{self.delimiter}LATENCY); see {DOCS}")
+        return key
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, key, text in self.items():
+            _set(out, key.split("."), parse_value(key, text, f"environment variable {name}"), key)
+        return out
 
 
 def _merge(into: dict[str, Any], top: Mapping[str, Any]) -> None:
@@ -274,122 +617,310 @@ def _merge(into: dict[str, Any], top: Mapping[str, Any]) -> None:
         if isinstance(v, Mapping) and isinstance(into.get(k), dict):
             _merge(into[k], v)
         else:
-            into[k] = v
+            into[k] = copy.deepcopy(v)
 
 
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Apply one ``a.b.c=VALUE`` override to a raw config dict; VALUE is TOML, else a bare string."""
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or not key or not re.match(r"^[A-Za-z0-9_.-]+$", key):
-        raise ConfigError(key or item, f"--set takes KEY=VALUE with a dotted key, was {item!r}")
-    try:
-        value = tomllib.loads(f"v = {text.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text.strip()
-    node = raw
-    parts = key.split(".")
-    for i, part in enumerate(parts[:-1]):
-        nxt = node.setdefault(part, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(".".join(parts[: i + 1]), f"is a value, not a table; cannot set {key!r}")
-        node = nxt
-    node[parts[-1]] = value
+def _is_table(node: Any) -> bool:
+    """A section or a table of sections (``venues``), as opposed to a value (a number, ``account.fx_rates``)."""
+    return _is_model(node) or (typing.get_origin(node) is dict and _is_model(_unwrap(typing.get_args(node)[1])))
 
 
-def build_config(raw: Mapping[str, Any]) -> Config:
-    """Validate a raw (TOML-shaped) dict into a `Config`."""
-    config: Config = _build(Config, raw, "")
+def _leaves(raw: Mapping[str, Any], parts: Sequence[str] = ()) -> Iterator[str]:
+    """Yield the dotted keys of the values in `raw` (tables of values such as fx_rates count as one value)."""
+    for k, v in raw.items():
+        here = [*parts, str(k)]
+        if isinstance(v, Mapping) and v and _is_table(_node(here)):
+            yield from _leaves(v, here)
+        else:
+            yield ".".join(here)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Load and validate a config: defaults < file `path` < ``HEADRACE_<SECTION>__<KEY>`` variables < overrides.
+
+    `environ` defaults to ``os.environ``. Deprecated keys are folded into their replacements; each use is
+    reported with ``warnings.warn(..., DeprecationWarning)`` and kept in ``config.deprecations``.
+
+    Raises
+    ------
+    ConfigError
+        naming the first wrong key (and where it was set), for unknown keys, wrong types and bad values.
+    """
+    sources: dict[str, str] = {}
+    user: dict[str, Any] = {}
+
+    def layer(data: Mapping[str, Any], origin: str) -> None:
+        sources.update(dict.fromkeys(_leaves(data), origin))
+        _merge(user, data)
+
+    if path is not None:
+        p = Path(path)
+        try:
+            layer(tomllib.loads(p.read_text(encoding="utf-8")), str(p))
+        except FileNotFoundError as e:
+            raise ConfigError("--config", f"file {str(p)!r} does not exist") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError("--config", f"file {str(p)!r} is not valid TOML: {e}") from e
+    env = EnvironmentSource(Config, environ)
+    for name, key, text in env.items():
+        one: dict[str, Any] = {}
+        _set(one, key.split("."), parse_value(key, text, f"environment variable {name}"), key)
+        layer(one, f"environment variable {name}")
+    for item in overrides or []:
+        one = {}
+        apply_override(one, item)
+        layer(one, "--set")
+    raw: dict[str, Any] = tomllib.loads(default_config_text())
+    _merge(raw, user)
+    config = build_config(raw, sources=sources)
+    for message in config.deprecations:
+        # attributed to this module, so Python's default filters do not print it a second time under
+        # `python -m headrace.cli` (the CLI prints each message as one line of its own)
+        warnings.warn(message, DeprecationWarning, stacklevel=1)
     return config
 
 
-def _build(cls: type[Any], raw: Any, prefix: str) -> Any:
+# ---------------------------------------------------------------------------------------------------
+# validation
+
+
+def build_config(raw: Mapping[str, Any], *, sources: Mapping[str, str] | None = None) -> Config:
+    """Validate a raw (TOML-shaped) dict into a `Config`.
+
+    `sources` maps the dotted keys that were set explicitly to where they were set (a file, a variable,
+    ``--set``); by default every key present in `raw` counts as set, from nowhere in particular.
+    """
     if not isinstance(raw, Mapping):
-        raise ConfigError(prefix.rstrip(".") or "<root>", f"must be a table, was {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for k in raw:
-        if k not in fields:
-            known = ", ".join(sorted(fields))
-            raise ConfigError(f"{prefix}{k}", f"unknown key (known keys here: {known})")
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        if name not in raw:
-            continue
-        key = f"{prefix}{name}"
-        kwargs[name] = _value(hints[name], raw[name], key)
-        check = f.metadata.get("check")
-        reason = check(kwargs[name]) if check else None
-        if reason:
-            shown = re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", repr(raw[name]))  # never echo a password
-            raise ConfigError(key, f"{reason}, was {shown}")
-    return cls(**kwargs)
+        raise ConfigError("<root>", f"must be a table, was {raw!r}")
+    hidden = sorted(k for k in raw if str(k).startswith("_"))  # not keys; BaseSettings would read them as options
+    if hidden:
+        raise ConfigError(str(hidden[0]), f"unknown key (known keys here: {', '.join(_known_here([]))}); see {DOCS}")
+    if sources is None:
+        sources = dict.fromkeys(_leaves(raw), "")
+    raw, deprecations = _fold_deprecated(raw, sources)
+    try:
+        config = Config(**raw)
+    except ValidationError as e:
+        raise _config_error(e, sources) from None
+    config._deprecations = deprecations
+    return config
 
 
-def _value(tp: Any, v: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return _build(tp, v, f"{key}.")
-    if origin is dict:
-        _, vt = typing.get_args(tp)
-        if not isinstance(v, Mapping):
-            raise ConfigError(key, f"must be a table, was {v!r}")
-        return {str(k): _value(vt, x, f"{key}.{k}") for k, x in v.items()}
-    if origin in (typing.Union, types.UnionType):
-        raise ConfigError(key, "union types are not supported in config")  # pragma: no cover
-    if tp is bool:
-        if not isinstance(v, bool):
-            raise ConfigError(key, f"must be true or false, was {v!r}")
-        return v
-    if tp is int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(key, f"must be an integer, was {v!r}")
-        return v
-    if tp is float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ConfigError(key, f"must be a number, was {v!r}")
-        return float(v)
-    if tp is str:
-        if not isinstance(v, str):
-            raise ConfigError(key, f"must be a string, was {v!r}")
-        return v
-    raise ConfigError(key, f"unsupported type {tp!r}")  # pragma: no cover
+def _get(raw: Mapping[str, Any], key: str) -> Any:
+    node: Any = raw
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
-def describe(cls: type[Any] = Config, prefix: str = "") -> list[tuple[str, str, str]]:
-    """Return (key, default, help) for every documented key, for docs and ``--help``."""
-    out: list[tuple[str, str, str]] = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            out += describe(tp, f"{prefix}{f.name}.")  # type: ignore[arg-type]
-        elif f.name == "venues":
-            out += describe(VenueConfig, f"{prefix}venues.<name>.")
+def _fold_deprecated(raw: Mapping[str, Any], sources: Mapping[str, str]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Rewrite ``account.latency_bars`` (deprecated) into ``account.latency`` and ``account.fill_on``."""
+    out = copy.deepcopy(dict(raw))
+    n = _get(out, "account.latency_bars")
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 10_000:
+        return out, ()  # unset (-1), or a bad value that validation reports
+    both = [k for k in ("account.latency", "account.fill_on") if k in sources]
+    if both:
+        raise ConfigError("account.latency_bars", f"is deprecated and cannot be set together with "
+                                                  f"{' and '.join(both)}: set only {both[0]}; see {DOCS}")
+    if n == 0:
+        latency, fill_on = "0s", "decision_close"
+    else:
+        timeframe = _get(out, "replay.timeframe")
+        timeframe = ReplayConfig().timeframe if timeframe is None else timeframe
+        try:
+            ns = (n - 1) * parse_timeframe(timeframe)
+        except ValueError:
+            return out, ()  # validation names replay.timeframe
+        if ns > MAX_LATENCY_NS:
+            raise ConfigError("account.latency_bars", f"means a latency of {format_duration(ns)} ({n} - 1 bars of "
+                                                      f"{timeframe}), more than account.latency allows (1d), was "
+                                                      f"{n}; see {DOCS}")
+        latency, fill_on = format_duration(ns), "next_open"
+    account = out["account"]
+    account.update(latency=latency, fill_on=fill_on)
+    del account["latency_bars"]
+    message = (f"config key 'account.latency_bars' is deprecated: use account.latency (and account.fill_on); "
+               f"latency_bars = {n} was read as account.latency = {latency!r}, account.fill_on = {fill_on!r}")
+    return out, (message,)
+
+
+_REASONS = {
+    "bool_type": "must be true or false",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "string_type": "must be a string",
+    "model_type": "must be a table",
+    "dict_type": "must be a table",
+}
+
+
+def _config_error(e: ValidationError, sources: Mapping[str, str]) -> ConfigError:
+    err = e.errors(include_url=False)[0]
+    parts = [str(p) for p in err["loc"]]
+    key = ".".join(parts) or "<root>"
+    if err["type"] == "extra_forbidden":
+        known = ", ".join(_known_here(parts[:-1]))
+        reason = f"unknown key (known keys here: {known})"
+    else:
+        if err["type"] == "value_error":
+            reason = str(err["ctx"]["error"])
+        elif err["type"] == "literal_error":
+            reason = f"must be {err['ctx']['expected']}"
         else:
-            factory: Callable[[], Any] = f.default_factory  # type: ignore[assignment]
-            default = f.default if f.default is not dataclasses.MISSING else factory()
-            out.append((f"{prefix}{f.name}", repr(default), str(f.metadata.get("help", ""))))
+            reason = _REASONS.get(err["type"], err["msg"])
+        shown = _redact(repr(err["input"]))
+        reason = reason if ", was " in reason else f"{reason}, was {shown}"
+    origin = next((o for k, o in sources.items() if o and (k == key or k.startswith(f"{key}.") or
+                                                           key.startswith(f"{k}."))), "")
+    where = f" (set by {origin})" if origin == "--set" else f" (set in {origin})" if origin else ""
+    return ConfigError(key, f"{reason}{where}; see {DOCS}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# reference
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDoc:
+    """One documented key: dotted name, type, default (as TOML), allowed values, environment variable, help."""
+
+    key: str
+    type: str
+    default: str
+    allowed: str
+    env: str
+    help: str
+    value: Any  # the default itself
+    rule: Rule | None  # the check after the type check, if any
+
+
+def _type_name(tp: Any) -> str:
+    tp = _unwrap(tp)
+    if typing.get_origin(tp) is Literal:
+        return "string"
+    if typing.get_origin(tp) is dict:
+        return f"table of {_type_name(typing.get_args(tp)[1])}s"
+    return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(tp, str(tp))
+
+
+def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, dict):
+        return "{}" if not v else "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }"
+    return repr(v)
+
+
+def _rule(field: FieldInfo) -> Rule | None:
+    return next((m for m in field.metadata if isinstance(m, Rule)), None)
+
+
+def _allowed(field: FieldInfo) -> str:
+    tp = _unwrap(field.annotation)
+    if typing.get_origin(tp) is Literal:
+        return ", ".join(_toml(a) for a in typing.get_args(tp))
+    rule = _rule(field)
+    if rule is not None:
+        return rule.allowed()
+    return "true or false" if tp is bool else "any string" if tp is str else ""
+
+
+def describe_keys(cls: type[BaseModel] = Config, prefix: str = "") -> list[KeyDoc]:
+    """Return every documented key with its type, default, allowed values and environment variable."""
+    out: list[KeyDoc] = []
+    for name, field in cls.model_fields.items():
+        tp = _unwrap(field.annotation)
+        if _is_model(tp):
+            out += describe_keys(tp, f"{prefix}{name}.")
+        elif typing.get_origin(tp) is dict and _is_model(_unwrap(typing.get_args(tp)[1])):
+            out += describe_keys(_unwrap(typing.get_args(tp)[1]), f"{prefix}{name}.<name>.")
+        else:
+            key = f"{prefix}{name}"
+            default = field.get_default(call_default_factory=True)
+            env = ENV_PREFIX + key.replace("<name>", "<NAME>").upper().replace(".", ENV_DELIMITER)
+            out.append(KeyDoc(key, _type_name(tp), _toml(default), _allowed(field), env, field.description or "",
+                              default, _rule(field)))
     return out
 
 
+def describe(cls: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """Return (key, default, help) for every documented key, for docs and ``--help``."""
+    return [(d.key, repr(d.value), d.help) for d in describe_keys(cls, prefix)]
+
+
 def reference_markdown() -> str:
-    """Return the configuration reference (docs/configuration.md): every key, its default and its meaning."""
+    """Return the configuration reference (docs/configuration.md): every key, its default, bounds and meaning."""
     lines = [
         "# Configuration reference",
         "",
         "<!-- generated by `make docs` from headrace/config.py; do not edit by hand -->",
         "",
-        "One TOML file, validated whole at start: an unknown key, a wrong type or a bad value stops the run",
-        "with a message naming the dotted key (`config key 'sizing.max_weight': must be in (0, 1], was 2`).",
-        "Start from the shipped defaults (`headrace/default.toml`); override one key on the command line with",
-        "`--set section.key=VALUE` (VALUE is TOML: `--set account.fx_rates={USDT = 1.0}`), validated the same way.",
-        "Secrets (exchange API keys, database passwords) never go in this file: they come from the environment",
-        "(`HEADRACE_CLICKHOUSE_PASSWORD`, `HEADRACE_GRAFANA_TOKEN`).",
+        "One TOML configuration, validated whole at start: an unknown key, a wrong type or a bad value stops",
+        "the run with one line naming the dotted key, the value and where it was set",
+        "(`config key 'sizing.max_weight': must be in (0, 1], was 2 (set by --set); see docs/configuration.md`).",
         "",
-        "| key | default | meaning |",
-        "|---|---|---|",
+        "## Where values come from",
+        "",
+        "A config is built in layers; each layer overrides the keys it sets, and tables merge key by key:",
+        "",
+        "1. the shipped defaults (`headrace/default.toml`, the values in the table below);",
+        "2. the file given with `--config FILE`;",
+        "3. environment variables `HEADRACE_<SECTION>__<KEY>`;",
+        "4. `--set section.key=VALUE` on the command line (repeatable; the last one wins).",
+        "",
+        "So a `--set` beats the environment, which beats the file, which beats the defaults.",
+        "",
+        "**Values** given as text (`--set`, environment) are TOML: `0.5`, `true`, `\"5m\"`, `[1, 2]`,",
+        "`{USDT = 1.0}`. A bare word that is not TOML (`USD`, `250ms`, `BTC/USDT`) is read as a string when the",
+        "key holds a string; anything else that does not parse (`[1,`, `{USDT = }`, `\"open`, `1.2.3` for a",
+        "number) is an error naming the key.",
+        "",
+        "**Environment variables.** Every key below can be set as `HEADRACE_` + section + `__` + key, upper",
+        "case, with `__` between the parts: `HEADRACE_ACCOUNT__LATENCY=250ms`,",
+        "`HEADRACE_VENUES__KRAKEN__TAKER_FEE_BPS=20`, `HEADRACE_ACCOUNT__FX_RATES='{USDT = 1.0}'`. Key and",
+        "venue names match in any case (venue names are read lower case); currency codes in",
+        "`HEADRACE_ACCOUNT__FX_RATES__<CODE>` are kept as written. A `HEADRACE_…__…` variable that names no",
+        "key stops the run, naming the variable. Names without the double underscore (`HEADRACE_RUN_ID`,",
+        "`HEADRACE_DATA`, `HEADRACE_CONFIG`, `HEADRACE_CLICKHOUSE_PASSWORD`, `HEADRACE_GRAFANA_TOKEN`) are",
+        "other settings, not config keys.",
+        "",
+        "**Secrets** (exchange API keys, database passwords) never go in the config, in any layer: they come",
+        "from their own environment variables (`HEADRACE_CLICKHOUSE_PASSWORD`, `HEADRACE_GRAFANA_TOKEN`), and a",
+        "DSN holding a password is refused.",
+        "",
+        "**Deprecated keys.** `account.latency_bars` (a count of bars) is still read and converted at start:",
+        "`0` becomes `account.fill_on = \"decision_close\"` with `account.latency = \"0s\"`; `n >= 1` becomes",
+        "`account.fill_on = \"next_open\"` with `account.latency` = (n - 1) x `replay.timeframe`. The run",
+        "prints a deprecation line naming `account.latency`; setting `latency_bars` together with",
+        "`account.latency` or `account.fill_on` is an error.",
+        "",
+        "Durations are a whole number and a unit: `ns`, `us`, `ms`, `s`, `m`, `h`, `d` (`250ms`, `90s`, `1h`).",
+        "Ranges are written `[a, b]` (both ends allowed) or `(a, b]` (a itself excluded).",
+        "",
+        "## Keys",
+        "",
+        "| key | type | default | allowed | meaning | environment variable |",
+        "|---|---|---|---|---|---|",
     ]
-    for key, default, help_text in describe():
-        lines.append(f"| `{key}` | `{default}` | {help_text.replace('|', '&#124;')} |")
+
+    def cell(text: str) -> str:
+        return text.replace("|", "&#124;")
+
+    for d in describe_keys():
+        allowed = f"`{cell(d.allowed)}`" if d.allowed else ""
+        lines.append(f"| `{d.key}` | {d.type} | `{cell(d.default)}` | {allowed} | {cell(d.help)} | `{d.env}` |")
     return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "AccountConfig", "Config", "EnvironmentSource", "FeaturesConfig", "MetricsConfig", "ReplayConfig",
+    "SizingConfig", "StorageConfig", "StrategyConfig", "ValidationConfig", "VenueConfig", "apply_override",
+    "build_config", "default_config_text", "describe", "describe_keys", "format_duration", "load_config",
+    "parse_date_ns", "parse_duration", "parse_timeframe", "parse_value", "reference_markdown",
+]

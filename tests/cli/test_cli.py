@@ -195,7 +195,7 @@ def test_malformed_rows_are_quarantined_with_reasons_and_the_run_completes(tmp_p
 @pytest.mark.parametrize("args, key", [
     (("--set", "sizing.max_weight=2"), "sizing.max_weight"),
     (("--set", "sizing.max_wieght=0.1"), "sizing.max_wieght"),
-    (("--set", "account.latency_bars=-1"), "account.latency_bars"),
+    (("--set", "account.latency_bars=-2"), "account.latency_bars"),
     (("--set", "replay.timeframe=5 minutes"), "replay.timeframe"),
 ])
 def test_bad_config_stops_at_start_naming_the_key(tmp_path: Path, args: tuple[str, ...], key: str) -> None:
