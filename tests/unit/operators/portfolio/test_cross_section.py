@@ -169,7 +169,7 @@ def test_while_an_instrument_is_stale_the_others_are_sized_as_if_it_were_not_the
 
 
 def test_staleness_survives_a_restore() -> None:
-    a, b, c = UNIVERSE
+    c = UNIVERSE[2]
     order = [x for k in UNIVERSE for x in batches_until(k, walk(7, 60), stop=10 if k == c else None, resume=40)]
     order = interleave({k: [x for x in order if x.instrument == k] for k in UNIVERSE}, random.Random(2))
     straight = staleness_core()
