@@ -382,6 +382,9 @@ def test_the_reference_lists_every_key_with_default_bounds_meaning_and_variable(
         if isinstance(d.rule, Range):
             assert d.rule.allowed() in row
     assert "HEADRACE_VENUES__<NAME>__TAKER_FEE_BPS" in text and "--set` beats the environment" in text
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["sizing.max_weight=2"])
+    assert f"`{info.value}`" in text  # the example message is the real one
     assert (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8") == text, "run `make docs`"
 
 
