@@ -1,8 +1,15 @@
-"""The replay source: a Bytewax partitioned source over a `ReplayPlan`, resumable by slice offset."""
+"""The replay source: a Bytewax partitioned source over a `ReplayPlan`, resumable at an exact position.
+
+The resume state is the plan's cursor state: for a lazy plan (`ReplayPlan.open`) a `ReplayPosition`
+(next slice, rows emitted, per file the row offset and last merge key), for an in-memory plan the next
+slice index. Both are small and picklable, and a resumed source emits exactly the slices an
+uninterrupted one would have emitted from there.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
@@ -12,30 +19,34 @@ from sources.replay_plan import ReplayPlan
 Progress = Callable[[int], None]  # called with the number of source rows each slice carried
 
 
-class _ReplayPartition(StatefulSourcePartition[MarketSlice, int]):
-    def __init__(self, plan: ReplayPlan, start: int, progress: Progress | None) -> None:
+class _ReplayPartition(StatefulSourcePartition[MarketSlice, Any]):
+    def __init__(self, plan: ReplayPlan, resume_state: Any, progress: Progress | None) -> None:
         self.plan = plan
-        self.next = start
+        self.cursor = plan.cursor(resume_state)
         self.progress = progress
-        if progress is not None and start:
-            progress(int(plan.rows_per_slice[:start].sum()))  # resumed: those rows were replayed before
+        if progress is not None and self.cursor.rows_done:
+            progress(self.cursor.rows_done)  # resumed: those rows were replayed before
+
+    @property
+    def next(self) -> int:
+        """Index of the next slice to emit."""
+        return self.cursor.next
 
     def next_batch(self) -> list[MarketSlice]:
-        if self.next >= self.plan.n_slices:
+        got = self.cursor.next_slice()
+        if got is None:
             raise StopIteration
-        j = self.next
-        out = self.plan.slice(j)
-        self.next = j + 1
+        out, rows = got
         if self.progress is not None:
-            self.progress(int(self.plan.rows_per_slice[j]))
+            self.progress(rows)
         return out
 
-    def snapshot(self) -> int:
-        return self.next
+    def snapshot(self) -> Any:
+        return self.cursor.state()
 
 
-class ReplaySource(FixedPartitionedSource[MarketSlice, int]):
-    """Emit a plan's slices in order from one partition; the resume state is the next slice index."""
+class ReplaySource(FixedPartitionedSource[MarketSlice, Any]):
+    """Emit a plan's slices in order from one partition; the resume state is the plan's cursor state."""
 
     def __init__(self, plan: ReplayPlan, progress: Progress | None = None) -> None:
         self.plan = plan
@@ -44,5 +55,5 @@ class ReplaySource(FixedPartitionedSource[MarketSlice, int]):
     def list_parts(self) -> list[str]:
         return ["replay"]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ReplayPartition:
-        return _ReplayPartition(self.plan, resume_state or 0, self.progress)
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _ReplayPartition:
+        return _ReplayPartition(self.plan, resume_state, self.progress)

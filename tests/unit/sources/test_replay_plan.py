@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headrace.errors import DataSourceError
-from sources.formats import ParsedFrame
-from sources.replay_plan import ReplayPlan
+from headrace.events import MarketSlice
+from sources import synthetic
+from sources.formats import ParsedFrame, read_paths
+from sources.replay_plan import InMemoryPlan, LazyPlan, ReplayPlan, ReplayPosition
+
+DEMO = Path(__file__).resolve().parents[3] / "data" / "demo" / "bittrex"
 
 
 def trade_frame(instrument: str, path: str, ts: list[int], problem: list[str | None] | None = None) -> ParsedFrame:
@@ -104,3 +112,137 @@ def test_bars_and_ticks_of_one_instrument_cannot_be_mixed() -> None:
 def test_no_frames_is_an_error_naming_the_data() -> None:
     with pytest.raises(DataSourceError, match="no data files"):
         ReplayPlan.build([], 10)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the lazy plan: the same slices as the in-memory one, read in batches, resumable at any slice
+
+
+def assert_same_slice(a: MarketSlice, b: MarketSlice) -> None:
+    assert (a.instrument, a.watermark, a.rejected) == (b.instrument, b.watermark, b.rejected)
+    for kind in ("trades", "quotes", "bars"):
+        x, y = getattr(a, kind), getattr(b, kind)
+        assert (x is None) == (y is None), (a.instrument, a.watermark, kind)
+        if x is None:
+            continue
+        for f in dataclasses.fields(x):
+            u, v = getattr(x, f.name), getattr(y, f.name)
+            if f.name == "origin":
+                assert u.files == v.files
+                assert np.array_equal(u.file_index, v.file_index) and np.array_equal(u.row, v.row)
+            elif isinstance(u, np.ndarray):
+                assert u.dtype.kind == v.dtype.kind and np.array_equal(u, v), (kind, f.name)
+            else:
+                assert u == v, (kind, f.name)
+
+
+def assert_same_plan(eager: ReplayPlan, lazy: ReplayPlan, start: object = None) -> int:
+    """Every slice of `lazy` from `start` on equals `eager`'s, row counts included; return the first slice."""
+    assert isinstance(eager, InMemoryPlan)
+    cur = lazy.cursor(start)
+    first = j = cur.next
+    assert cur.rows_done == int(eager.rows_per_slice[:first].sum())
+    while (got := cur.next_slice()) is not None:
+        out, rows = got
+        assert rows == int(eager.rows_per_slice[j])
+        assert len(out) == len(eager.universe)
+        for a, b in zip(eager.slice(j), out, strict=True):
+            assert_same_slice(a, b)
+        j += 1
+    assert j == eager.n_slices and lazy.n_slices == eager.n_slices
+    assert lazy.total_rows == eager.total_rows and lazy.universe == eager.universe and lazy.files == eager.files
+    assert lazy.timeframes == eager.timeframes
+    return first
+
+
+def messy_frame(instrument: str, path: str, rows: list[tuple[int | None, bool]]) -> ParsedFrame:
+    """Trades with times that may be missing (rejected) or go backwards, and rows rejected at parse time."""
+    ts = [t for t, _ in rows]
+    problem = [("missing field 'ts_event'" if t is None else "non-positive price: -1.0" if bad else None)
+               for t, bad in rows]
+    return trade_frame(instrument, path, ts, problem)  # type: ignore[arg-type]
+
+
+# (event time or None, rejected at parse time); times drawn at random go backwards often
+rows_st = st.lists(st.tuples(st.one_of(st.none(), st.integers(0, 60)), st.booleans()), min_size=0, max_size=30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(files=st.lists(rows_st, min_size=1, max_size=5), chunk=st.integers(1, 12), batch=st.integers(1, 9),
+       insts=st.integers(1, 3), data=st.data())
+def test_lazy_plan_emits_the_same_slices_as_the_in_memory_plan_and_resumes_at_any_slice(
+        files: list[list[tuple[int | None, bool]]], chunk: int, batch: int, insts: int, data: st.DataObject) -> None:
+    frames = [messy_frame(f"v:I{k % insts}/Q", f"f{k}.csv", rows) for k, rows in enumerate(files)]
+    if not any(rows for rows in files):
+        with pytest.raises(DataSourceError, match="hold no rows"):
+            LazyPlan.of_frames(frames, chunk, batch)
+        return
+    eager = ReplayPlan.build(frames, chunk)
+    assert assert_same_plan(eager, LazyPlan.of_frames(frames, chunk, batch)) == 0
+    # resume: walk a fresh plan to slice k, keep its position (pickled, as Bytewax does), resume a third plan there
+    k = data.draw(st.integers(0, eager.n_slices))
+    cur = LazyPlan.of_frames(frames, chunk, batch).cursor()
+    for _ in range(k):
+        assert cur.next_slice() is not None
+    state = pickle.loads(pickle.dumps(cur.state()))
+    assert isinstance(state, ReplayPosition) and state.next_slice == k
+    assert assert_same_plan(eager, LazyPlan.of_frames(frames, chunk, batch), state) == k
+
+
+def test_lazy_plan_of_the_demo_bars_equals_the_in_memory_plan() -> None:
+    eager = ReplayPlan.build(read_paths([str(DEMO)]), 500)
+    lazy = ReplayPlan.open([str(DEMO)], 500, batch_rows=777)  # batches that end anywhere within a slice
+    assert isinstance(lazy, LazyPlan)
+    assert eager.n_slices > 50 and len(eager.universe) == 10
+    assert_same_plan(eager, lazy)
+
+
+@pytest.fixture(scope="module")
+def tick_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = tmp_path_factory.mktemp("ticks")
+    synthetic.write(synthetic.generate(60_000, seed=7), str(out))
+    return str(out)
+
+
+def test_lazy_plan_of_synthetic_ticks_in_parquet_equals_the_in_memory_plan(tick_dir: str) -> None:
+    eager = ReplayPlan.build(read_paths([tick_dir]), 2_000)
+    assert eager.n_slices >= 30 and eager.total_rows == 60_000
+    assert_same_plan(eager, ReplayPlan.open([tick_dir], 2_000, batch_rows=1_234))
+
+
+def test_lazy_plan_resumed_from_the_middle_of_parquet_files_continues_exactly(tick_dir: str) -> None:
+    eager = ReplayPlan.build(read_paths([tick_dir]), 2_000)
+    cur = ReplayPlan.open([tick_dir], 2_000, batch_rows=1_234).cursor()
+    for _ in range(13):
+        assert cur.next_slice() is not None
+    state = pickle.loads(pickle.dumps(cur.state()))
+    # the position is small: per file a row offset inside the file and the merge key there
+    assert state.next_slice == 13 and state.rows_done == int(eager.rows_per_slice[:13].sum())
+    assert len(state.offsets) == 20 and all(0 < o < 3_000 for o in state.offsets)
+    assert_same_plan(eager, ReplayPlan.open([tick_dir], 2_000, batch_rows=1_234), state)
+
+
+def test_lazy_plan_reads_as_it_goes_not_everything_up_front(tick_dir: str) -> None:
+    plan = ReplayPlan.open([tick_dir], 200, batch_rows=500)
+    cur = plan.cursor()
+    assert cur.next_slice() is not None
+    # 60,000 rows in 20 files: the first slice of 200 rows needs about one batch of each file, no more
+    assert sum(f.rows_read for f in cur._files) <= 20 * 2 * 500
+    while cur.next_slice() is not None:
+        assert all(len(f.keys) <= 2 * 500 for f in cur._files)  # what one file holds at a time stays bounded
+    assert sum(f.rows_read for f in cur._files) == 60_000 == plan.total_rows
+
+
+def test_plan_slice_j_of_a_lazy_plan_gives_slices_in_any_order(tick_dir: str) -> None:
+    eager = ReplayPlan.build(read_paths([tick_dir]), 2_000)
+    lazy = ReplayPlan.open([tick_dir], 2_000)
+    for j in (3, 4, 1, 29, 0, 4):
+        for a, b in zip(eager.slice(j), lazy.slice(j), strict=True):
+            assert_same_slice(a, b)
+    with pytest.raises(IndexError):
+        lazy.slice(eager.n_slices)
+
+
+def test_a_slice_index_from_an_older_snapshot_is_refused_by_a_lazy_plan(tick_dir: str) -> None:
+    with pytest.raises(DataSourceError, match="start a new run"):
+        ReplayPlan.open([tick_dir], 2_000).cursor(7)
