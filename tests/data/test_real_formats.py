@@ -1,4 +1,6 @@
-"""Every recorded-data layout in ../shared/data parses into the normalised schema, checked against the raw file."""
+"""Every recorded-data layout in ../shared/data parses into the normalised schema, checked against the raw file.
+
+The demo data's layout (Bittrex Feather bars) is checked in test_demo_formats.py, which needs no ../shared."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from headrace.errors import DataSourceError
 from headrace.events import MarketSlice
 from operators.bars.bar_builder import BarBuilder
 from operators.validation.market_checks import MarketValidator
-from sources.formats import identify, read_paths
+from sources.formats import read_paths
 from sources.replay_plan import ReplayPlan
 
 pytestmark = pytest.mark.skipif(not SHARED_DATA.exists(), reason="needs ../shared/data beside the repo")
@@ -25,17 +27,6 @@ def one(path: Path) -> pl.DataFrame:
     [frame] = read_paths([str(path)])
     assert frame.frame["problem"].null_count() == frame.frame.height, "real data should parse cleanly"
     return frame.frame
-
-
-def test_freqtrade_feather_bars_keep_values_and_open_times() -> None:
-    path = SHARED_DATA / "ohlcv/bittrex/ETH_BTC-5m.feather"
-    raw = pl.read_ipc(path)
-    got = one(path)
-    assert identify(str(path)).venue == "bittrex" and identify(str(path)).symbol == "ETH/BTC"
-    assert got["ts_open"].to_list() == raw["date"].dt.epoch("ns").to_list()
-    assert (got["ts_event"] - got["ts_open"]).unique().to_list() == [300 * 10**9]
-    for c in ("open", "high", "low", "close", "volume"):
-        assert got[c].to_list() == raw[c].to_list()
 
 
 def test_kraken_headerless_ohlcvt_is_seconds_and_names_kraken() -> None:
@@ -121,17 +112,6 @@ def test_files_that_cannot_be_replayed_stop_the_run_naming_the_file(rel: str, re
     with pytest.raises(DataSourceError, match=reason) as info:
         read_paths([str(SHARED_DATA / rel)])
     assert rel.split("/")[-1] in str(info.value)
-
-
-def test_a_file_outside_any_venue_folder_needs_the_venue(tmp_path: Path) -> None:
-    src = SHARED_DATA / "ohlcv/bittrex/ETH_BTC-5m.feather"
-    dst = tmp_path / "ETH_BTC-5m.feather"
-    dst.write_bytes(src.read_bytes())
-    with pytest.raises(DataSourceError, match="cannot tell the venue") as info:
-        read_paths([str(dst)])
-    assert "ETH_BTC-5m.feather" in str(info.value) and "replay.venue" in str(info.value)
-    [frame] = read_paths([str(dst)], venue="bittrex")
-    assert frame.instrument == "bittrex:ETH/BTC"
 
 
 def test_a_file_with_any_name_is_read_by_its_columns_and_its_bar_length_inferred(tmp_path: Path) -> None:
