@@ -286,15 +286,19 @@ def summarize(db: Queryable, run_id: str, *, events_in: int, initial_equity: flo
     first = _first_decision(db, run_id)
     interval = _stats_interval(config.metrics.interval if config is not None else "auto", bars, warnings)
     perf = NO_PERFORMANCE
-    if first is not None and interval is not None and len(equity):
-        try:
-            perf = performance(equity, ts, start=first, interval_ns=interval, traded=traded)
-        except ValueError as e:  # a grid too fine for the span: fall back to the bar length
-            auto = _stats_interval("auto", bars, warnings)
-            warnings.append(f"metrics.interval: {e}; statistics use the longest bar length instead")
-            interval = auto
-            if auto is not None:
-                perf = performance(equity, ts, start=first, interval_ns=auto, traded=traded)
+    if first is not None and len(equity):
+        for step in (interval, _stats_interval("auto", bars, warnings)):  # the setting, then the bar length
+            if step is None:
+                continue
+            try:
+                perf, interval = performance(equity, ts, start=first, interval_ns=step, traded=traded), step
+                break
+            except ValueError as e:  # a grid too fine for the span
+                warnings.append(f"statistics grid of {format_duration(step)} not used: {e}")
+        else:
+            interval = None
+            warnings.append("no return statistics: no usable grid step (bars without a length, or a grid too "
+                            "fine); set metrics.interval to a duration such as '5m'")
     if first is None and bars:
         warnings.append(_warmup_warning(bars, config))
     quarantined = _count(db, "quarantine", run_id)

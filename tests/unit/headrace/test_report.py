@@ -303,6 +303,19 @@ def test_a_warmed_up_run_counts_from_its_first_target_on_the_bar_grid(store_dsn:
     assert hourly.stats_interval == "1h" and hourly.sharpe != s.sharpe
 
 
+def test_a_grid_too_fine_for_the_run_falls_back_to_the_bar_length_and_says_so(store_dsn: str) -> None:
+    from helpers import small_config
+    from sinks.clickhouse import Store
+
+    store = Store.connect(store_dsn)
+    s = summarize(store, "warm", events_in=3000, initial_equity=1.0, wall_s=1.0,
+                  config=small_config('metrics.interval="1ns"'))  # 1e13 points over the run
+    auto = summarize(store, "warm", events_in=3000, initial_equity=1.0, wall_s=1.0, config=small_config())
+    [w] = s.warnings
+    assert w.startswith("statistics grid of 1ns not used: a 1ns grid over ")
+    assert (s.stats_interval, s.sharpe) == ("5m", auto.sharpe) and s.sharpe is not None
+
+
 def test_the_summary_names_its_store_without_the_password(store_dsn: str) -> None:
     from sinks.clickhouse import Store
 
