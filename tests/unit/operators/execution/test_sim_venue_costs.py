@@ -53,6 +53,14 @@ def test_the_half_spread_from_quotes_is_half_the_quoted_spread_not_all_of_it() -
     assert buy.slippage_bps == pytest.approx(100.0)
 
 
+def test_a_quote_passed_for_a_fill_at_the_open_gives_half_its_spread_on_the_right_side() -> None:
+    bar = a_bar(open_=100.0, close=120.0, bid=119.0, ask=121.0)  # the bar's closing quote is not known at its open
+    buy = VENUE.execute(an_order("buy"), bar, at="open", quote=(99.0, 101.0))
+    sell = VENUE.execute(an_order("sell"), bar, at="open", quote=(99.0, 101.0))
+    assert math.isclose(buy.price, 101.0, rel_tol=1e-12) and math.isclose(sell.price, 99.0, rel_tol=1e-12)
+    assert math.isclose(sell.fee, FEE_BPS / 1e4 * 99.0 * 2.0, rel_tol=1e-12)
+
+
 def test_quotes_replace_the_configured_half_spread() -> None:
     tight = VENUE.execute(an_order("buy"), a_bar(close=100.0, bid=99.99, ask=100.01), at="close")
     assert math.isclose(tight.price, 100.0 * (1 + 0.02 / 200.0), rel_tol=1e-12)  # 1 bp, not the configured 5

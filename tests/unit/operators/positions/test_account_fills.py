@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 
 from headrace.events import CrossSection, Fill, Order, Target
@@ -19,17 +18,9 @@ MIN = 60 * 10**9
 
 
 def account(*, at_close: bool) -> Account:
-    """An account filling at the decision bar's close (no latency) or at the next bar's open."""
-    params = inspect.signature(Account).parameters
-    kw: dict[str, object] = {}
-    if "fill_on" in params:
-        kw["fill_on"] = "decision_close" if at_close else "next_open"
-    if "latency_bars" in params:
-        kw["latency_bars"] = 0 if at_close else 1
-    for name in ("latency", "latency_ns"):
-        if name in params:
-            kw[name] = 0
-    return Account("main", ["v"], FX, SIM, initial_cash=1000.0, min_trade_weight=0.0, **kw)  # type: ignore[arg-type]
+    """An account without latency, filling at the decision bar's close or at the next bar's open."""
+    return Account("main", ["v"], FX, SIM, initial_cash=1000.0, min_trade_weight=0.0, latency_ns=0,
+                   fill_on="decision_close" if at_close else "next_open")
 
 
 def section(i: int, a: tuple[float, float], b: tuple[float, float],
