@@ -26,7 +26,8 @@ def _fill(i: int, price: float = 100.0) -> Fill:
 def test_replayed_run_wrote_every_table(replayed_run: ReplayedRun) -> None:
     store = Store.connect(replayed_run.dsn)
     counts = {t: store.query(f"SELECT count() AS n FROM {t} FINAL WHERE run_id = {{r:String}}",
-                             {"r": replayed_run.run_id})[0]["n"] for t in TABLES if t != "quarantine"}
+                             {"r": replayed_run.run_id})[0]["n"] for t in TABLES
+              if t not in ("quarantine", "instrument_status")}  # clean data, and no instrument's data stops
     assert all(n > 0 for n in counts.values()), counts
     assert counts["bars"] == 6000  # 600 real bars of each of 10 instruments
 
@@ -37,7 +38,8 @@ def test_schema_is_applied_idempotently(replayed_run: ReplayedRun) -> None:
     store.init_schema()
     store.init_schema()
     assert store.query("SELECT count() AS n FROM fills FINAL")[0]["n"] == before
-    assert len(ddl_statements()) == len(TABLES) + 1  # every written table, and runs
+    creates = [s for s in ddl_statements() if s.startswith("CREATE TABLE")]
+    assert len(creates) == len(TABLES) + 1  # every written table, and runs
 
 
 def test_fills_round_trip_exactly_through_chdb(replayed_run: ReplayedRun) -> None:
