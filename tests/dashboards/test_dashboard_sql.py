@@ -190,7 +190,7 @@ def _equity(view: RunView) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_drawdown_panels_agree_with_the_run_summary(run_view: RunView) -> None:
-    equity, ts = _equity(run_view)
+    equity, _ = _equity(run_view)
     mdd = max_drawdown(equity)
     assert mdd > 0  # the fixture run does lose from a peak, so this compares something
     [stat] = run_view.run(_panel("Max drawdown")["targets"][0]["rawSql"])
