@@ -17,7 +17,7 @@ from flows.runner import run as run_flow
 from flows.trading import build_flow
 from headrace.config import Config
 from headrace.events import MarketSlice
-from helpers import small_config
+from helpers import DEMO, small_config
 from sources.replay import ReplaySource, _ReplayPartition
 from sources.replay_plan import ReplayPlan
 
@@ -36,6 +36,7 @@ class WatchedSource(ReplaySource):
         self.crash_after = crash_after
         self.starts: list[int] = []
         self.emitted: list[int] = []  # slice indexes, in emission order
+        self.rows: list[int] = []  # source rows of each emitted slice, as the progress callback was told
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ReplayPartition:
         part = super().build_part(step_id, for_part, resume_state)
@@ -45,16 +46,17 @@ class WatchedSource(ReplaySource):
         def next_batch() -> list[MarketSlice]:
             if self.crash_after is not None and part.next >= self.crash_after:
                 raise _Crash(f"crash at slice {part.next}")
-            j = part.next
+            j, told = part.next, len(self.rows_reported)
             out = inner()
             self.emitted.append(j)
+            self.rows.append(sum(self.rows_reported[told:]))
             return out
 
         part.next_batch = next_batch  # type: ignore[method-assign]
         return part
 
     def rows_emitted(self) -> int:
-        return int(sum(int(self.plan.rows_per_slice[j]) for j in self.emitted))
+        return sum(self.rows)
 
 
 def run(plan: ReplayPlan, config: Config, source: ReplaySource, recovery: Path | None = None,
@@ -72,10 +74,15 @@ def run(plan: ReplayPlan, config: Config, source: ReplaySource, recovery: Path |
     return rows
 
 
-@pytest.mark.parametrize("crash_at", [4, 9])
+DEMO_PAIR = [str(DEMO / "ETH_BTC-5m.feather"), str(DEMO / "LTC_BTC-5m.feather")]
+
+
+@pytest.mark.parametrize("plan_kind, crash_at", [("in_memory", 4), ("in_memory", 9), ("lazy", 7)])
 def test_a_resumed_replay_starts_above_slice_zero_and_emits_only_the_rest(demo_plan: ReplayPlan, tmp_path: Path,
-                                                                          crash_at: int) -> None:
+                                                                          plan_kind: str, crash_at: int) -> None:
     config = small_config()
+    if plan_kind == "lazy":  # the plan the CLI replays: files read in batches as the replay goes
+        demo_plan = ReplayPlan.open(DEMO_PAIR, config.replay.chunk_rows)
     full_source = WatchedSource(demo_plan)
     expected = run(demo_plan, config, full_source)
     assert full_source.starts == [0] and full_source.emitted == list(range(demo_plan.n_slices))
@@ -95,10 +102,10 @@ def test_a_resumed_replay_starts_above_slice_zero_and_emits_only_the_rest(demo_p
     assert 0 < start <= crash_at, f"the resumed source started at slice {start}"
     assert resumed.emitted == list(range(start, demo_plan.n_slices))
     assert resumed.rows_emitted() < full_source.rows_emitted()  # fewer events processed than a full run
-    assert resumed.rows_emitted() == demo_plan.total_rows - int(demo_plan.rows_per_slice[:start].sum())
+    before_start = sum(full_source.rows[:start])
+    assert resumed.rows_emitted() == demo_plan.total_rows - before_start
     # the progress callback is told of the rows replayed before the crash, then of each slice emitted
-    assert sum(resumed.rows_reported) == demo_plan.total_rows
-    assert resumed.rows_reported[0] == int(demo_plan.rows_per_slice[:start].sum())
+    assert resumed.rows_reported[0] == before_start and sum(resumed.rows_reported) == demo_plan.total_rows
     # and the two runs together wrote exactly what the uninterrupted run did
     assert {**before, **after} == expected
     assert len(after) < len(expected)  # the resumed run did not write everything again
