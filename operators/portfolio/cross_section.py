@@ -78,6 +78,7 @@ class CrossSectionCore:
         self._last_ts = _MIN
         self._last_bar: dict[str, int] = {}
         self._stale: set[str] = set()
+        self._next_check = _MIN  # derived, not snapshotted: a restored core scans at its first time
 
     def update(self, item: FeatureBatch) -> list[CrossSection]:
         if item.instrument not in self._watermarks:
@@ -114,7 +115,12 @@ class CrossSectionCore:
         return CrossSection(ts_event=ts, bars=bars, signals=signals, targets=targets, statuses=statuses)
 
     def _statuses(self, ts: int, slot: dict[str, tuple[Bar, Features]]) -> tuple[InstrumentStatus, ...]:
+        # scan only when some instrument may have gone stale (its last bar + stale_after passed) or a stale
+        # one sent a bar; `_next_check` never exceeds the earliest such time, so no change is missed
+        if ts <= self._next_check and not (self._stale and not self._stale.isdisjoint(slot)):
+            return ()
         out = []
+        next_check = NEVER_STALE
         for k in self.universe:
             last = self._last_bar.get(k)
             if last is None:
@@ -125,6 +131,9 @@ class CrossSectionCore:
             elif k not in self._stale and ts - last > self.stale_after_ns:
                 self._stale.add(k)
                 out.append(InstrumentStatus(instrument=k, ts_event=ts, status="stale", last_bar_ts=last))
+            if k not in self._stale:
+                next_check = min(next_check, last + self.stale_after_ns)
+        self._next_check = next_check
         return tuple(out)
 
     def _decide(self, ts: int) -> tuple[tuple[Signal, ...], tuple[Target, ...]]:
