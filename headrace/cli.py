@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -30,14 +29,16 @@ from headrace.errors import HeadraceError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="headrace: a streaming trading engine.")
 db_app = typer.Typer(no_args_is_help=True, help="The ClickHouse store: create tables, run SQL.")
 app.add_typer(db_app, name="db")
+runs_app = typer.Typer(help="The runs in the store: list them (the default), delete one.")
+app.add_typer(runs_app, name="runs")
+data_app = typer.Typer(no_args_is_help=True, help="Data files: see what a replay will read.")
+app.add_typer(data_app, name="data")
 dashboards_app = typer.Typer(no_args_is_help=True, help="Grafana dashboards: push them to a Grafana server.")
 app.add_typer(dashboards_app, name="dashboards")
 
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 240)  # piped: no truncated tables
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one line per message, whatever the terminal's width
 logger = logging.getLogger("headrace")
-
-RUN_FILE = "headrace-run.json"
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (default: built-in)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override one config key: KEY=VALUE (TOML)")]
@@ -45,29 +46,56 @@ DbOpt = Annotated[str | None, typer.Option("--db", help="ClickHouse DSN (overrid
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
 
 
+def _error_line(text: str, prefix: str = "error: ") -> None:
+    # plain text on stderr, one line: never wrapped at the terminal's width, never styled into pieces
+    line = " ".join(str(text).split())
+    sys.stderr.write(f"{prefix}{line}\n")
+    sys.stderr.flush()
+
+
 def _fail(e: Exception) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+    _error_line(str(e))
     return typer.Exit(2)
+
+
+def _check_config_file(path: Path) -> None:
+    # what load_config would otherwise report as a traceback: a folder, an unreadable or non-UTF-8 file
+    from headrace.errors import ConfigError
+
+    shown = str(path)
+    if path.is_dir():
+        raise ConfigError("--config", f"{shown!r} is a directory, not a TOML file")
+    try:
+        path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return  # load_config names it
+    except UnicodeDecodeError as e:
+        raise ConfigError("--config", f"file {shown!r} is not UTF-8 text (byte {e.start}): is it a TOML file?") from e
+    except OSError as e:
+        raise ConfigError("--config", f"cannot read {shown!r}: {e.strerror or e}") from e
 
 
 def _setup(config_path: Path | None, overrides: list[str] | None, verbose: bool = False) -> Config:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if config_path is not None:
+        _check_config_file(config_path)
     config = load_config(config_path, overrides or [])
     sys.stderr.writelines(f"warning: {m}\n" for m in config.deprecations)  # one line per deprecated key used
     return config
 
 
-def _store(config: Config, dsn: str | None) -> Any:
+def _store(config: Config, dsn: str | None, *, read: bool = False) -> Any:
+    """The store of `dsn` (default: the config's). `read`: a read command, which never creates a store and
+    waits up to storage.lock_wait_s for a replay holding an embedded one."""
     from sinks.clickhouse import Store
 
-    store = Store.connect(dsn or config.dsn())
+    st = config.storage
+    store = Store.connect(dsn or config.dsn(), create=not read, connect_timeout_s=st.connect_timeout_s,
+                          read_timeout_s=st.read_timeout_s, lock_wait_s=st.lock_wait_s if read else 0.0,
+                          on_wait=lambda m: _error_line(m, prefix=""))
     store.init_schema()
     return store
-
-
-def _new_run_id() -> str:
-    return f"r{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 def _json_default(v: Any) -> Any:
@@ -91,133 +119,133 @@ def replay(
         "--venue", help="ccxt venue id for files whose path names none (= --set replay.venue=...)")] = None,
     symbol: Annotated[str | None, typer.Option(
         "--symbol", help="BASE/QUOTE for files whose path names none (= --set replay.symbol=...)")] = None,
+    timerange: Annotated[str | None, typer.Option(
+        "--timerange", help="START:END, ISO dates or date-times (END excluded; either side may be empty)")] = None,
+    timeframe: Annotated[str | None, typer.Option(
+        "--timeframe", help="replay only bar files of this length (1m, 5m, ...); ticks make bars of it")] = None,
+    max_quarantined: Annotated[float | None, typer.Option(
+        "--max-quarantined", min=0.0, max=1.0,
+        help="fail when more than this fraction of rows is quarantined (= --set validation.max_quarantined=...)")]
+    = None,
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log lifecycle events")] = False,
 ) -> None:
     """Replay recorded market data through the trading flow (a backtest) and print a summary."""
     set_ = [*(set_ or []), *([f"replay.venue={json.dumps(venue)}"] if venue else []),
-            *([f"replay.symbol={json.dumps(symbol)}"] if symbol else [])]
+            *([f"replay.symbol={json.dumps(symbol)}"] if symbol else []),
+            *([f"replay.timeframe={json.dumps(timeframe)}"] if timeframe else []),
+            *([f"validation.max_quarantined={max_quarantined!r}"] if max_quarantined is not None else [])]
+    from flows.runner import Interrupted
+
     try:
-        summary = _replay(data, config, set_, db, run_id, workers, recovery_dir, snapshot_s, quiet, verbose)
+        summary, too_many = _replay(data, config, set_, db, run_id, workers, recovery_dir, snapshot_s, quiet,
+                                    verbose, timerange or "", timeframe or "")
+    except Interrupted as e:
+        _error_line(f"{e}; the same command resumes" if recovery_dir is not None else
+                    f"{e}; the run is marked interrupted (resume needs --recovery-dir)", prefix="")
+        raise typer.Exit(e.exit_code) from None
     except HeadraceError as e:
         raise _fail(e) from None
     if as_json:
         print(json.dumps(summary.to_dict(), default=_json_default))
     else:
         _print_summary(summary)
+    if too_many:
+        _error_line(too_many)
+        raise typer.Exit(2)
 
 
 def _replay(data: list[str], config_path: Path | None, overrides: list[str] | None, dsn: str | None,
             run_id: str | None, workers: int, recovery_dir: Path | None, snapshot_s: float, quiet: bool,
-            verbose: bool) -> report.Summary:
-    from flows.runner import run
+            verbose: bool, timerange: str = "", timeframe: str = "") -> tuple[report.Summary, str | None]:
+    """Run one replay; return its summary and, when it quarantined too much, the one line saying so."""
+    from flows.runner import (
+        Interrupted,
+        StoppableSource,
+        identity,
+        interruption,
+        native_stderr_hidden,
+        new_run_id,
+        prepare_recovery,
+        run,
+        start_run,
+        stop_on_signals,
+    )
     from flows.trading import build_flow, wiring
     from headrace.errors import ConfigError
-    from sources.formats import read_paths
-    from sources.replay_plan import ReplayPlan
+    from sinks.clickhouse import redact
+    from sources.replay import ReplaySource
+    from sources.select import open_plan
 
     t0 = time.perf_counter()
-    config = _setup(config_path, overrides, verbose)
-    frames = read_paths(data, venue=config.replay.venue, symbol=config.replay.symbol)
-    plan = ReplayPlan.build(frames, config.replay.chunk_rows)
-    wiring(config, plan.universe)  # fails early on currencies without rates
-    resuming = False
-    if recovery_dir is not None:  # only once data and config are known good: a failed start leaves no run
-        run_id, resuming = _prepare_recovery(recovery_dir, run_id, _identity(config, plan.files, dsn))
-    run_id = run_id or _new_run_id()
-    store = _store(config, dsn)
-    if not resuming:
-        _forget_run(store, run_id)
-    now = datetime.now(UTC)
-    run_row = [run_id, "replay", "running", now, now, json.dumps(config.to_dict(redacted=True)),
-               json.dumps([str(Path(p)) for p in data]), "{}"]
-    columns = ["run_id", "mode", "status", "started_at", "updated_at", "config", "data", "summary"]
-    store.insert_rows("runs", [run_row], columns)
-    logger.info("replay starting run_id=%s instruments=%d rows=%d slices=%d resuming=%s", run_id,
-                len(plan.universe), plan.total_rows, plan.n_slices, resuming)
+    with stop_on_signals() as stop:  # from here, SIGINT and SIGTERM end the run at a slice boundary
+        config = _setup(config_path, overrides, verbose)
+        # files are read in batches as the flow runs (a --timerange reads them whole)
+        plan = open_plan(data, config, timerange=timerange, timeframe=timeframe)
+        wiring(config, plan.universe)  # fails early on currencies without rates
+        dsn = _checked_dsn(dsn or config.dsn())
+        resuming = False
+        if recovery_dir is not None:  # only once data and config are known good: a failed start leaves no run
+            run_id, resuming = prepare_recovery(recovery_dir, run_id, identity(config, plan.files, dsn))
+        run_id = run_id or new_run_id()
+        store = _store(config, dsn)
+        record = start_run(store, run_id, mode="replay", config=config, data=data, resuming=resuming)
+        logger.info("replay starting run_id=%s instruments=%d rows=%d slices<=%d resuming=%s", run_id,
+                    len(plan.universe), plan.total_rows, plan.max_slices, resuming)
 
-    progress = Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
-                        TimeElapsedColumn(), console=err, disable=quiet, transient=False)
-    task = progress.add_task("replay", total=plan.total_rows)
-    flow = build_flow(plan, config, run_id, dsn=store.dsn, progress=lambda n: progress.advance(task, n))
-    if recovery_dir is None:
-        snapshot_s = max(snapshot_s, 10.0)  # epochs only pace sink flushes then: keep them long
-    with progress:
-        try:
-            run(flow, workers=workers, epoch_s=snapshot_s, recovery_dir=recovery_dir)
-        except Exception as e:
-            cause = e.__cause__ or e
-            run_row[2], run_row[4] = "failed", datetime.now(UTC)
-            run_row[7] = json.dumps({"error": f"{type(cause).__name__}: {cause}"[:2000]})
-            store.insert_rows("runs", [run_row], columns)
-            logger.error("replay failed run_id=%s error=%s", run_id, type(cause).__name__)
-            if isinstance(cause, HeadraceError):
-                raise cause from e
-            raise
-    store.wait_for_mutations()  # deletes of an earlier run under this id (started before the flow)
-    if resuming:  # only a resumed run can have written rows twice; readers use FINAL in any case
-        store.optimize(run_id=run_id)
-    wall = time.perf_counter() - t0
-    if config.account.initial_cash <= 0:  # pragma: no cover - validated
-        raise ConfigError("account.initial_cash", "must be > 0")
-    summary = report.summarize(store, run_id, events_in=plan.total_rows,
-                               initial_equity=config.account.initial_cash, wall_s=wall)
-    done = datetime.now(UTC)
-    run_row[2], run_row[4], run_row[7] = "finished", done, json.dumps(summary.to_dict())
-    store.insert_rows("runs", [run_row], columns)
+        progress = Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+                            TimeElapsedColumn(), console=err, disable=quiet, transient=False)
+        task = progress.add_task("replay", total=plan.total_rows)
+        source = StoppableSource(ReplaySource(plan, lambda n: progress.advance(task, n)), stop)
+        flow = build_flow(plan, config, run_id, dsn=store.dsn, source=source)  # type: ignore[arg-type]  # wraps one
+        if recovery_dir is None:
+            snapshot_s = max(snapshot_s, 10.0)  # epochs only pace sink flushes then: keep them long
+        with progress:
+            try:
+                with native_stderr_hidden() as native:  # Bytewax's panic text: shown with --verbose only
+                    run(flow, workers=workers, epoch_s=snapshot_s, recovery_dir=recovery_dir)
+            except Exception as e:
+                if (why := interruption(e)) is not None:
+                    record.interrupt(why)
+                    logger.info("replay interrupted run_id=%s", run_id)
+                    raise why from None
+                record.fail(e)
+                logger.error("replay failed run_id=%s error=%s\n%s", run_id, type(e.__cause__ or e).__name__,
+                             native.getvalue().decode(errors="replace") if verbose else "")
+                cause = e.__cause__ or e
+                if isinstance(cause, HeadraceError):
+                    raise cause from e
+                raise
+            except Interrupted as e:  # a second signal, while the flow was between batches
+                record.interrupt(e)
+                raise
+        store.wait_for_mutations()  # deletes of an earlier run under this id (started before the flow)
+        if resuming:  # only a resumed run can have written rows twice; readers use FINAL in any case
+            store.optimize(run_id=run_id)
+        wall = time.perf_counter() - t0
+        if config.account.initial_cash <= 0:  # pragma: no cover - validated
+            raise ConfigError("account.initial_cash", "must be > 0")
+        summary = report.summarize(store, run_id, events_in=plan.total_rows,
+                                   initial_equity=config.account.initial_cash, wall_s=wall, store=redact(store.dsn),
+                                   config=config)
+        limit, too_many = config.validation.max_quarantined, None
+        if summary.events_in and summary.events_quarantined > limit * summary.events_in:
+            too_many = (f"{summary.events_quarantined:,} of {summary.events_in:,} rows "
+                        f"({summary.events_quarantined / summary.events_in:.1%}) were quarantined, more than "
+                        f"validation.max_quarantined = {limit:g}: run {run_id!r} failed (its rows and the "
+                        "reasons are in the quarantine table)")
+            record.finish(summary.to_dict(), status="failed", error=too_many)
+        else:
+            record.finish(summary.to_dict())
     logger.info("replay finished run_id=%s wall_s=%.2f", run_id, wall)
-    return summary
+    return summary, too_many
 
 
-def _identity(config: Config, files: tuple[str, ...], dsn: str | None) -> dict[str, Any]:
-    # what a resumed run must share with the run it resumes: the same config, the same files unchanged, the
-    # same database (a snapshot's offsets mean nothing over other data, and rows must land where the rest are)
-    from sinks.clickhouse import redact
+def _checked_dsn(dsn: str) -> str:
+    from sinks.clickhouse import check_dsn
 
-    return {"config": config.to_dict(redacted=True), "db": redact(dsn or config.dsn()),
-            "files": {f: [Path(f).stat().st_size, Path(f).stat().st_mtime_ns] for f in files}}
-
-
-def _first_difference(saved: Any, now: Any, key: str = "") -> str | None:
-    if isinstance(saved, dict) and isinstance(now, dict):
-        for k in sorted(set(saved) | set(now)):
-            if (d := _first_difference(saved.get(k), now.get(k), f"{key}.{k}" if key else str(k))) is not None:
-                return d
-        return None
-    return None if saved == now else f"{key}: was {saved!r}, now {now!r}"
-
-
-def _prepare_recovery(recovery_dir: Path, run_id: str | None, identity: dict[str, Any]) -> tuple[str, bool]:
-    from flows.runner import init_recovery
-    from headrace.errors import ConfigError
-
-    run_file = recovery_dir / RUN_FILE
-    if run_file.exists():
-        saved = json.loads(run_file.read_text())
-        if run_id and run_id != saved["run_id"]:
-            raise ConfigError("--run-id", f"the recovery dir {str(recovery_dir)!r} holds run {saved['run_id']!r}, "
-                                          f"not {run_id!r}; use another --recovery-dir for a new run")
-        if (diff := _first_difference(saved.get("identity"), identity)) is not None:
-            raise ConfigError("--recovery-dir", f"{str(recovery_dir)!r} holds run {saved['run_id']!r}, started with "
-                                                f"other settings or data ({diff}); resume it with the same command, "
-                                                "or start a new run with another --recovery-dir")
-        return str(saved["run_id"]), True
-    recovery_dir.mkdir(parents=True, exist_ok=True)
-    if any(recovery_dir.iterdir()):
-        raise ConfigError("--recovery-dir", f"{str(recovery_dir)!r} is not empty and holds no headrace run")
-    init_recovery(recovery_dir)
-    run_id = run_id or _new_run_id()
-    run_file.write_text(json.dumps({"run_id": run_id, "identity": identity}, indent=1))
-    return run_id, False
-
-
-def _forget_run(store: Any, run_id: str) -> None:
-    # a fresh run reusing an id replaces the old run's rows instead of mixing with them; the deletes run in
-    # the background while the new run writes (they never touch rows inserted after them)
-    deleted = store.delete_run(run_id)
-    if deleted:
-        logger.info("replacing earlier rows of run_id=%s tables=%s", run_id, ",".join(deleted))
+    return check_dsn(dsn)
 
 
 def _print_summary(s: report.Summary) -> None:
@@ -263,7 +291,7 @@ def _report_rows(fetch: Callable[[Any], list[dict[str, Any]]], config: Path | No
                  dsn: str | None, as_json: bool) -> list[dict[str, Any]] | None:
     # rows of a report from the store; with --json they are printed here and None is returned
     try:
-        rows = fetch(_store(_setup(config, overrides), dsn))
+        rows = fetch(_store(_setup(config, overrides), dsn, read=True))
     except HeadraceError as e:
         raise _fail(e) from None
     if as_json:
@@ -298,32 +326,66 @@ def positions(
     out.print(t)
 
 
-@app.command("runs")
+@runs_app.callback(invoke_without_command=True)
 def runs_(
+    ctx: typer.Context,
     limit: Annotated[int, typer.Option("--limit", min=1, help="how many runs, newest first")] = 20,
     config: ConfigOpt = None,
     set_: SetOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List the latest runs with their status and headline figures, to compare backtests."""
+    """List the latest runs with their status, headline figures, quarantine and changed config keys."""
+    if ctx.invoked_subcommand is not None:
+        return
     rows = _report_rows(lambda store: report.runs(store, limit), config, set_, db, as_json)
     if rows is None:
         return
     t = Table(title="runs, newest first")
-    for c in ("run id", "mode", "status", "started", "return", "sharpe", "max dd", "fills", "fees", "data"):
-        t.add_column(c, justify="right" if c in ("return", "sharpe", "max dd", "fills", "fees") else "left")
+    right = ("return", "sharpe", "max dd", "fills", "fees", "quarantined")
+    for c in ("run id", "mode", "status", "started", "return", "sharpe", "max dd", "fills", "fees", "quarantined",
+              "changed from defaults", "data"):
+        t.add_column(c, justify="right" if c in right else "left")
 
     def pct(v: float | None) -> str:
         return "" if v is None else f"{v:+.2%}"
+
+    def quarantined(r: dict[str, Any]) -> str:
+        if r["quarantined"] is None:
+            return ""
+        return f"{r['quarantined']:,} ({r['quarantined_fraction'] or 0:.1%})"
 
     for r in rows:
         t.add_row(r["run_id"], r["mode"], r["status"], r["started_at"][:19], pct(r["total_return"]),
                   "" if r["sharpe"] is None else f"{r['sharpe']:.2f}",
                   "" if r["max_drawdown"] is None else f"{r['max_drawdown']:.2%}",
                   "" if r["fills"] is None else f"{r['fills']:,}", "" if r["fees"] is None else f"{r['fees']:.6g}",
+                  quarantined(r), ", ".join(f"{k}={json.dumps(v)}" for k, v in r["changed"].items()),
                   ", ".join(r["data"]))
     out.print(t)
+
+
+@runs_app.command("delete")
+def runs_delete(
+    run_id: Annotated[str, typer.Argument(help="the run to delete")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Delete one run: its rows in every table and its line in `runs`."""
+    from headrace.errors import StorageError
+
+    try:
+        store = _store(_setup(config, set_), db, read=True)  # never creates a store to delete from
+        if not store.query("SELECT run_id FROM runs FINAL WHERE run_id = {run:String}", {"run": run_id}):
+            raise StorageError(f"no run {run_id!r} in the store (see `headrace runs`)")
+        [row] = report.runs_by_id(store, run_id)
+        if row["status"] == "running":
+            raise StorageError(f"run {run_id!r} is running (process {row['pid']} on {row['host']}); stop it first")
+        tables = store.delete_run_now(run_id)
+    except HeadraceError as e:
+        raise _fail(e) from None
+    err.print(f"deleted run {run_id!r} from {len(tables)} tables ({', '.join(tables)})", highlight=False)
 
 
 @db_app.command("init")
@@ -345,15 +407,21 @@ def db_query(
     set_: SetOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
+    write: Annotated[bool, typer.Option("--write", help="allow writes, DDL and deletes (default: read-only)")]
+    = False,
 ) -> None:
-    """Run one SQL query against the store; --json prints an array of row objects."""
+    """Run one SQL query against the store, read-only unless --write; --json prints an array of row objects."""
     try:
-        store = _store(_setup(config, set_), db)
-        rows = store.query(sql)
+        store = _store(_setup(config, set_), db, read=not write)
+        rows = store.query(sql, readonly=not write)
     except HeadraceError as e:
         raise _fail(e) from None
     except Exception as e:  # noqa: BLE001 - a ClickHouse error in the user's SQL: show its first line
-        raise _fail(Exception(str(e).splitlines()[0])) from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if "READONLY" in first or "readonly mode" in first:
+            first = ("the query writes, and `headrace db query` is read-only (ClickHouse readonly = 2): pass "
+                     f"--write to change the store ({first})")
+        raise _fail(Exception(first)) from None
     if as_json:
         print(json.dumps(rows, default=_json_default))
         return
@@ -408,13 +476,60 @@ def synth(
     out_dir: Annotated[Path, typer.Option("--out", help="folder to write Parquet files into")],
     events: Annotated[int, typer.Option("--events", min=1, help="trade and quote events in all")] = 2_000_000,
     seed: Annotated[int, typer.Option("--seed")] = 7,
+    duration: Annotated[str, typer.Option("--duration", help="time the events span: 1h, 1d, 7d, ...")] = "1d",
 ) -> None:
     """Write a seeded synthetic tick set (correlated assets, two venues with a basis) as Parquet."""
+    from headrace.config import parse_duration
     from sources import synthetic
 
-    paths = synthetic.write(synthetic.generate(events, seed=seed), str(out_dir))
+    try:
+        span_ns = parse_duration(duration)
+    except ValueError as e:
+        raise _fail(Exception(f"--duration: {e}")) from None
+    if span_ns < 60 * 10**9:
+        raise _fail(Exception(f"--duration: must be at least 1m, was {duration!r}"))
+    paths = synthetic.write(synthetic.generate(events, seed=seed, span_s=span_ns // 10**9), str(out_dir))
     for p in paths:
         print(p)
+
+
+@data_app.command("list")
+def data_list(
+    paths: Annotated[list[str], typer.Argument(help="data files or folders")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    venue: Annotated[str | None, typer.Option("--venue", help="venue for files whose path names none")] = None,
+    symbol: Annotated[str | None, typer.Option("--symbol", help="BASE/QUOTE for files whose path names none")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show what each data file will be read as (venue, symbol, kind, timeframe, rows, first and last time)."""
+    from sources.formats import ReadOptions, discover
+    from sources.select import describe
+
+    try:
+        cfg = _setup(config, set_)
+        if not discover(paths):
+            from headrace.errors import DataSourceError
+
+            raise DataSourceError(", ".join(paths), "holds no data files (.csv, .csv.gz, .parquet, .feather)")
+        rows = describe(paths, venue=venue or cfg.replay.venue, symbol=symbol or cfg.replay.symbol,
+                        options=ReadOptions.from_config(cfg))
+    except HeadraceError as e:
+        raise _fail(e) from None
+    if as_json:
+        print(json.dumps(rows))
+    else:
+        t = Table(title="data files, as a replay reads them")
+        for c in ("path", "venue", "symbol", "kind", "timeframe", "rows", "quarantined", "first", "last", "error"):
+            t.add_column(c, justify="right" if c in ("rows", "quarantined") else "left")
+        for r in rows:
+            t.add_row(*("" if r[c] is None else f"{r[c]:,}" if isinstance(r[c], int) else str(r[c])
+                        for c in ("path", "venue", "symbol", "kind", "timeframe", "rows", "quarantined", "first",
+                                  "last", "error")))
+        out.print(t)
+    if any(r["error"] for r in rows):
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover

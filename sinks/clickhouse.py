@@ -7,6 +7,12 @@ every recovery snapshot so nothing acknowledged is held only in memory.
 
 Passwords never appear in logs or errors: DSNs are shown through `redact`, and a server password can
 come from ``HEADRACE_CLICKHOUSE_PASSWORD`` instead of the DSN.
+
+DSNs are ``chdb:///absolute/path`` (or ``chdb://relative/path``), ``http://`` and ``https://``; anything
+else is refused, as is ``chdb://`` without a path (chDB would run in memory and keep nothing). Read
+commands open a store with ``create=False`` (a missing store is an error, not a new empty one) and may
+wait for a replay holding an embedded store; `Store.query` with ``readonly=True`` runs under ClickHouse's
+``readonly = 2`` (reads, and settings other than ``readonly``, only).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -52,6 +58,34 @@ def redact(dsn: str) -> str:
     return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", dsn)
 
 
+def check_dsn(dsn: str) -> str:
+    """Return `dsn` with a relative chDB path made absolute; raise `StorageError` for DSNs headrace cannot use.
+
+    Examples
+    --------
+    >>> check_dsn("http://host:8123/headrace")
+    'http://host:8123/headrace'
+    >>> check_dsn("ftp://host/x")
+    Traceback (most recent call last):
+    ...
+    headrace.errors.StorageError: DSN 'ftp://host/x': unknown scheme 'ftp' (use chdb:///path, http:// or https://)
+    """
+    scheme, sep, rest = dsn.partition("://")
+    if not sep:
+        raise StorageError(f"DSN {redact(dsn)!r} is not a DSN (use chdb:///path, http://host:8123/headrace or "
+                           "https://...)")
+    if scheme == "chdb":
+        if not rest.strip():
+            raise StorageError(f"DSN {dsn!r} names no path (chDB would keep nothing on disk): use "
+                               "chdb:///absolute/path, or no --db for <state dir>/clickhouse")
+        return f"chdb://{Path(rest).resolve()}" if not rest.startswith("/") else dsn
+    if scheme in ("http", "https"):
+        if not urlsplit(dsn).hostname:
+            raise StorageError(f"DSN {redact(dsn)!r} names no host")
+        return dsn
+    raise StorageError(f"DSN {redact(dsn)!r}: unknown scheme {scheme!r} (use chdb:///path, http:// or https://)")
+
+
 def ddl_statements() -> list[str]:
     """Return every DDL statement in ``sql/*.sql`` (comments and blanks dropped), in file order."""
     out = []
@@ -73,8 +107,16 @@ class Store:
         self.lock = threading.RLock()
 
     @classmethod
-    def connect(cls, dsn: str) -> Store:
-        """Return the process's store for `dsn`, opening it (and creating the database) if needed."""
+    def connect(cls, dsn: str, *, create: bool = True, connect_timeout_s: float = 10.0, read_timeout_s: float = 300.0,
+                lock_wait_s: float = 0.0, on_wait: Callable[[str], None] | None = None) -> Store:
+        """Return the process's store for `dsn`, opening it (and, with `create`, creating the database).
+
+        Without `create`, a store that does not exist raises `StorageError` (read commands never leave an
+        empty one behind). An embedded store held by another process is waited for up to `lock_wait_s`
+        seconds (`on_wait` gets one message first), then refused naming the holder. Server timeouts are
+        `connect_timeout_s` and `read_timeout_s`.
+        """
+        dsn = check_dsn(dsn)
         with cls._lock:
             if dsn in cls._open:
                 return cls._open[dsn]
@@ -82,9 +124,10 @@ class Store:
                 for other in list(cls._open.values()):  # chDB serves one path per process at a time
                     if other.dsn.startswith("chdb:"):
                         other.close()
-                store = cls(dsn, _open_chdb(dsn))
+                store = cls(dsn, _open_chdb(dsn, create=create, lock_wait_s=lock_wait_s, on_wait=on_wait))
             else:
-                store = cls(dsn, _open_server(dsn))
+                store = cls(dsn, _open_server(dsn, create=create, connect_timeout_s=connect_timeout_s,
+                                              read_timeout_s=read_timeout_s))
             cls._open[dsn] = store
             return store
 
@@ -108,10 +151,21 @@ class Store:
         with self.lock:
             self.client.insert(table, rows, column_names=list(columns))
 
-    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Run `sql` and return rows as dicts keyed by column name."""
-        with self.lock:
-            res = self.client.query(sql, parameters=parameters)
+    def query(self, sql: str, parameters: dict[str, Any] | None = None, *,
+              readonly: bool = False) -> list[dict[str, Any]]:
+        """Run `sql` and return rows as dicts keyed by column name.
+
+        `readonly` runs it under ClickHouse's ``readonly = 2``: writes, DDL and changing ``readonly`` are
+        refused by ClickHouse itself. chDB keeps that setting for the rest of its session, so an embedded
+        store is closed after a read-only query (the next `connect` opens it afresh).
+        """
+        settings = {"readonly": 2} if readonly else None
+        try:
+            with self.lock:
+                res = self.client.query(sql, parameters=parameters, settings=settings)
+        finally:
+            if readonly and self.dsn.startswith("chdb:"):
+                self.close()
         return [dict(zip(res.column_names, row)) for row in res.result_rows]
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
@@ -134,6 +188,12 @@ class Store:
                     self.client.command(f"ALTER TABLE {t} DELETE WHERE run_id = {{run:String}}",
                                         parameters={"run": run_id}, settings={"mutations_sync": 0})
                     started.append(t)
+        return started
+
+    def delete_run_now(self, run_id: str) -> list[str]:
+        """Delete every row of `run_id`, its ``runs`` row included, and wait until the deletes are done."""
+        started = self.delete_run(run_id, (*TABLES, "runs"))
+        self.wait_for_mutations()
         return started
 
     def wait_for_mutations(self, timeout_s: float = 300.0) -> None:
@@ -168,11 +228,38 @@ class Store:
                                         parameters={"p": part})
 
 
+def holder(path: str) -> str:
+    """Return which process holds the embedded database at `path`, as ``process 123 (headrace replay ...)``.
+
+    ClickHouse writes its pid into ``<path>/status`` once it holds the lock; the command line comes from
+    ``/proc`` where there is one.
+    """
+    try:
+        m = re.search(r"PID:\s*(\d+)", (Path(path) / "status").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        m = None
+    if not m:
+        return "another process"
+    pid = m.group(1)
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        words = [a.decode(errors="replace") for a in argv if a]
+        if len(words) > 2 and words[1:3] == ["-m", "headrace.cli"]:
+            words = ["headrace", *words[3:]]
+        elif words and words[0].endswith("/headrace"):
+            words[0] = "headrace"
+        cmd = " ".join(words)
+        cmd = cmd if len(cmd) <= 80 else cmd[:77] + "..."
+        return f"process {pid} ({cmd})" if cmd else f"process {pid}"
+    except OSError:
+        return f"process {pid}"
+
+
 def _in_use_error(path: str) -> StorageError:
     return StorageError(
-        f"the embedded database at {path!r} is in use by another process (an embedded ClickHouse belongs to "
-        "one process). Wait for that run to finish, or point storage.dsn at a ClickHouse server "
-        "(see docs/deployment.md)")
+        f"the embedded database at {path!r} is in use by {holder(path)} (an embedded ClickHouse belongs to one "
+        "process): wait for it to finish, raise storage.lock_wait_s to wait, or point storage.dsn at a "
+        "ClickHouse server (see docs/deployment.md)")
 
 
 def held_by_another_process(path: str) -> bool:
@@ -193,10 +280,35 @@ def held_by_another_process(path: str) -> bool:
     return False
 
 
-def _open_chdb(dsn: str) -> Any:
+def store_exists(path: str) -> bool:
+    """Return whether `path` holds an embedded headrace database."""
+    return (Path(path) / "metadata" / f"{DATABASE}.sql").exists()
+
+
+def _open_chdb(dsn: str, *, create: bool = True, lock_wait_s: float = 0.0,
+               on_wait: Callable[[str], None] | None = None) -> Any:
     path = dsn[len("chdb://"):]
-    if path.startswith("/"):
+    if not create and not store_exists(path):
+        raise StorageError(f"no headrace store at {path!r} (nothing has been replayed into it): run "
+                           "`headrace replay` here first, or pass --db / storage.state_dir to name the store")
+    try:
         Path(path).mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+        probe = Path(path) / ".headrace-write-probe"  # root passes os.access: try a real write
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise StorageError(f"cannot use {path!r} for the embedded database: {e.strerror or e} (storage.state_dir "
+                           "must be a writable directory)") from e
+    if held_by_another_process(path):
+        if lock_wait_s > 0:
+            if on_wait is not None:
+                on_wait(f"waiting up to {lock_wait_s:g} s for {holder(path)}, which holds the embedded database "
+                        f"at {path!r}")
+            deadline = time.monotonic() + lock_wait_s
+            while held_by_another_process(path) and time.monotonic() < deadline:
+                time.sleep(0.2)
         if held_by_another_process(path):
             raise _in_use_error(path)
     try:
@@ -210,23 +322,33 @@ def _open_chdb(dsn: str) -> Any:
         raise StorageError(f"cannot open the embedded database {redact(dsn)!r}: {msg}") from e
 
 
-def _open_server(dsn: str) -> Any:
+def _open_server(dsn: str, *, create: bool = True, connect_timeout_s: float = 10.0,
+                 read_timeout_s: float = 300.0) -> Any:
     parts = urlsplit(dsn)
     database = parts.path.strip("/") or DATABASE
     password = unquote(parts.password) if parts.password else os.environ.get(PASSWORD_ENV, "")
+    common: dict[str, Any] = {"host": parts.hostname, "port": parts.port or (8443 if parts.scheme == "https" else 8123),
+              "username": unquote(parts.username or "default"), "password": password,
+              "secure": parts.scheme == "https", "connect_timeout": connect_timeout_s,
+              "send_receive_timeout": read_timeout_s, "query_retries": 0}
     try:
-        client = clickhouse_connect.get_client(
-            host=parts.hostname, port=parts.port or (8443 if parts.scheme == "https" else 8123),
-            username=unquote(parts.username or "default"), password=password,
-            secure=parts.scheme == "https", database="default")
-        client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+        client = clickhouse_connect.get_client(**common, database="default")
+        if create:
+            client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+        elif not int(str(client.command("SELECT count() FROM system.databases WHERE name = {db:String}",
+                                        parameters={"db": database}))):
+            client.close()
+            raise StorageError(f"no headrace database {database!r} at {redact(dsn)!r} (nothing has been replayed "
+                               "into it): run `headrace replay` or `headrace db init` first")
         client.close()
-        return clickhouse_connect.get_client(
-            host=parts.hostname, port=parts.port or (8443 if parts.scheme == "https" else 8123),
-            username=unquote(parts.username or "default"), password=password,
-            secure=parts.scheme == "https", database=database)
+        return clickhouse_connect.get_client(**common, database=database)
+    except StorageError:
+        raise
     except Exception as e:
         why = redact(str(e).strip().splitlines()[0] if str(e).strip() else "")
+        if "timed out" in why.lower() or "timeout" in type(e).__name__.lower():
+            why = (f"no answer within the timeouts (storage.connect_timeout_s = {connect_timeout_s:g}, "
+                   f"storage.read_timeout_s = {read_timeout_s:g}): {why}")
         if password:
             why = why.replace(password, "***")
         if "Authentication failed" in why or "AUTHENTICATION_FAILED" in why:
@@ -240,10 +362,12 @@ def _open_server(dsn: str) -> Any:
 
 
 class _Partition(StatefulSinkPartition[WrittenEvent | Sequence[WrittenEvent], None]):
-    def __init__(self, store: Store, run_id: str, batch_rows: int) -> None:
+    def __init__(self, store: Store, run_id: str, batch_rows: int,
+                 on_close: Callable[[Store], None] | None = None) -> None:
         self.store = store
         self.run_id = run_id
         self.batch_rows = batch_rows
+        self.on_close = on_close
         self.buffers: dict[str, list[WrittenEvent]] = defaultdict(list)
         self.rows_written = 0
 
@@ -267,15 +391,22 @@ class _Partition(StatefulSinkPartition[WrittenEvent | Sequence[WrittenEvent], No
 
     def close(self) -> None:
         self.snapshot()
+        if self.on_close is not None:  # the flow reached the end of its input: every row is written
+            self.on_close(self.store)
 
 
 class ClickHouseSink(FixedPartitionedSink[WrittenEvent | Sequence[WrittenEvent], None]):
-    """Write events (or sequences of events) to their tables, batched; items are ``(key, event)``."""
+    """Write events (or sequences of events) to their tables, batched; items are ``(key, event)``.
 
-    def __init__(self, dsn: str, run_id: str, batch_rows: int) -> None:
+    `on_close` is called with the store once the flow has ended normally and every row is written.
+    """
+
+    def __init__(self, dsn: str, run_id: str, batch_rows: int,
+                 on_close: Callable[[Store], None] | None = None) -> None:
         self.dsn = dsn
         self.run_id = run_id
         self.batch_rows = batch_rows
+        self.on_close = on_close
 
     def list_parts(self) -> list[str]:
         return ["clickhouse"]
@@ -286,4 +417,4 @@ class ClickHouseSink(FixedPartitionedSink[WrittenEvent | Sequence[WrittenEvent],
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Partition:
         store = Store.connect(self.dsn)
         store.init_schema()
-        return _Partition(store, self.run_id, self.batch_rows)
+        return _Partition(store, self.run_id, self.batch_rows, self.on_close)
