@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -373,7 +375,7 @@ def positions(db: Queryable, run_id: str) -> list[dict[str, Any]]:
 
 
 RUNS_SQL = """
-SELECT run_id, mode, status, started_at, updated_at, data, summary
+SELECT run_id, mode, status, started_at, updated_at, config, data, summary, pid, host
 FROM runs FINAL
 ORDER BY started_at DESC, run_id
 LIMIT {limit:UInt32}
@@ -382,19 +384,71 @@ LIMIT {limit:UInt32}
 RUN_COLUMNS = ("total_return", "sharpe", "max_drawdown", "fills", "fees", "events_in", "events_quarantined")
 
 
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def changed_keys(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """Return the dotted config keys whose value differs from `defaults`, with the run's value, sorted.
+
+    Examples
+    --------
+    >>> changed_keys({"a": {"x": 1, "y": 2}}, {"a": {"x": 1, "y": 3}})
+    {'a.y': 2}
+    """
+    run, base = _flat(config), _flat(defaults)
+    return {k: run[k] for k in sorted(run) if k not in base or base[k] != run[k]}
+
+
+def process_alive(pid: int, host: str) -> bool | None:
+    """Return whether process `pid` on `host` is alive; None when it cannot be told from here."""
+    if pid <= 0 or host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def runs_by_id(db: Queryable, run_id: str) -> list[dict[str, Any]]:
+    """Return `run_id`'s row as `runs` shows it (an empty list when there is none)."""
+    return [r for r in runs(db, 1_000_000) if r["run_id"] == run_id]
+
+
 def runs(db: Queryable, limit: int = 50) -> list[dict[str, Any]]:
     """Return the latest runs, newest first, with their status and the headline figures of their summary.
 
-    A run that has not finished (running, failed, or killed and not resumed) has no figures: they are None.
+    A run that has not finished (running, failed, interrupted, or killed and not resumed) has no figures:
+    they are None. A ``running`` row whose process is gone from this host reads ``stale`` (killed, or
+    its machine stopped). ``quarantined`` is the count of quarantined rows, ``quarantined_fraction`` that
+    over the rows read; ``changed`` maps each config key the run set away from today's defaults to its value.
     """
+    from headrace.config import load_config
+
+    defaults = load_config(None).to_dict(redacted=True)
     out = []
     for r in db.query(RUNS_SQL, {"limit": limit}):
         summary = json.loads(r["summary"] or "{}")
-        row = {"run_id": r["run_id"], "mode": r["mode"], "status": r["status"],
+        status = r["status"]
+        if status == "running" and process_alive(int(r.get("pid") or 0), str(r.get("host") or "")) is False:
+            status = "stale"
+        row = {"run_id": r["run_id"], "mode": r["mode"], "status": status,
                "started_at": r["started_at"].isoformat(), "updated_at": r["updated_at"].isoformat(),
-               "data": json.loads(r["data"] or "[]")}
+               "data": json.loads(r["data"] or "[]"), "pid": int(r.get("pid") or 0), "host": r.get("host") or ""}
         row.update({k: summary.get(k) for k in RUN_COLUMNS})
-        if "error" in summary:
+        n_in, n_q = summary.get("events_in"), summary.get("events_quarantined")
+        row["quarantined"] = n_q
+        row["quarantined_fraction"] = n_q / n_in if n_q is not None and n_in else None
+        row["changed"] = changed_keys(json.loads(r["config"] or "{}"), defaults)
+        if summary.get("error"):
             row["error"] = summary["error"]
         out.append(row)
     return out
