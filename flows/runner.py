@@ -25,7 +25,8 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -299,3 +300,66 @@ def prepare_recovery(recovery_dir: Path, run_id: str | None, ident: dict[str, An
     except (ValueError, KeyError) as e:
         raise ConfigError("--recovery-dir", f"{str(run_file)!r} is not a headrace run file: {e}") from e
     return run_id, False
+
+
+# ---------------------------------------------------------------------------------------------------
+# `python -m bytewax.run flows.trading:flow`
+
+
+def _recovery_dir_of(argv: list[str]) -> Path | None:
+    # bytewax.run's own flag: -r DIR / --recovery-directory DIR / --recovery-directory=DIR
+    for i, a in enumerate(argv):
+        if a in ("-r", "--recovery-directory") and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if a.startswith("--recovery-directory="):
+            return Path(a.split("=", 1)[1])
+    return None
+
+
+def flow_from_environment(build_flow: Callable[..., Dataflow]) -> Dataflow:
+    """Build the replay flow from ``HEADRACE_DATA`` (paths separated by ``:``), ``HEADRACE_CONFIG`` and
+    ``HEADRACE_RUN_ID``, and record its run as ``headrace replay`` does.
+
+    A fresh run id unless ``HEADRACE_RUN_ID`` is set; a rerun under the same id replaces the earlier
+    rows, except when bytewax.run resumes from its recovery directory (``-r``), where the run id is kept
+    in the directory. The run is marked finished, with its summary, when the flow ends normally. Bad
+    settings print one line and exit with status 2.
+    """
+    from headrace.config import load_config
+    from sinks.clickhouse import ClickHouseSink, Store, redact
+    from sources.formats import ReadOptions
+    from sources.replay_plan import ReplayPlan
+
+    try:
+        paths = [p for p in os.environ.get("HEADRACE_DATA", "").split(":") if p]
+        if not paths:
+            raise HeadraceError("HEADRACE_DATA is not set: give the data files or folders to replay, separated by "
+                                "':' (HEADRACE_DATA=data/demo/bittrex python -m bytewax.run flows.trading:flow)")
+        config = load_config(os.environ.get("HEADRACE_CONFIG") or None)
+        plan = ReplayPlan.open(paths, config.replay.chunk_rows, venue=config.replay.venue,
+                               symbol=config.replay.symbol, options=ReadOptions.from_config(config))
+        dsn = config.dsn()
+        run_id, resuming = os.environ.get("HEADRACE_RUN_ID") or None, False
+        if (recovery_dir := _recovery_dir_of(sys.argv)) is not None:
+            run_id, resuming = prepare_recovery(recovery_dir, run_id, identity(config, plan.files, dsn), create=False)
+        run_id = run_id or new_run_id()
+        store = Store.connect(dsn, connect_timeout_s=config.storage.connect_timeout_s,
+                              read_timeout_s=config.storage.read_timeout_s)
+        store.init_schema()
+        record = start_run(store, run_id, mode="replay", config=config, data=paths, resuming=resuming)
+    except HeadraceError as e:
+        sys.stderr.write(f"error: {e}\n")
+        raise SystemExit(2) from None
+    started = time.perf_counter()
+
+    def finished(st: Store) -> None:
+        from headrace.report import summarize  # reports sit above flows: imported only when the run ends
+
+        st.wait_for_mutations()
+        summary = summarize(st, run_id, events_in=plan.total_rows, initial_equity=config.account.initial_cash,
+                            wall_s=time.perf_counter() - started, store=redact(st.dsn), config=config)
+        record.finish(summary.to_dict())
+
+    sink = ClickHouseSink(dsn, run_id, config.storage.batch_rows, on_close=finished)
+    logger.info("bytewax.run replay run_id=%s resuming=%s", run_id, resuming)
+    return build_flow(plan, config, run_id, dsn=dsn, sink=sink)

@@ -22,7 +22,6 @@ the environment (``HEADRACE_DATA`` = paths separated by ``:``, ``HEADRACE_CONFIG
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -107,7 +106,8 @@ def build_flow(plan: ReplayPlan, config: Config, run_id: str, *, dsn: str | None
     by_instrument = op.key_on("key_instrument", market, lambda s: s.instrument)
 
     checked: Stream[MarketSlice | Quarantined] = op.key_rm("checked_values", core_step(
-        "validate", by_instrument, lambda _: MarketValidator(), MarketValidator.restore))
+        "validate", by_instrument, lambda _: MarketValidator.from_config(config.validation),
+        lambda snap: MarketValidator.from_config(config.validation, snap)))
     split = op.branch("split_quarantine", checked, lambda x: isinstance(x, MarketSlice))
     clean = op.key_on("key_clean", split.trues, lambda s: s.instrument)
 
@@ -154,14 +154,9 @@ def build_flow(plan: ReplayPlan, config: Config, run_id: str, *, dsn: str | None
 
 
 def __getattr__(name: str) -> Dataflow:
-    # `python -m bytewax.run flows.trading:flow`: build the flow from the environment
+    # `python -m bytewax.run flows.trading:flow`: build the flow from the environment, recorded like a replay
     if name != "flow":
         raise AttributeError(name)
-    from headrace.config import load_config
-    from sources.formats import read_paths
+    from flows.runner import flow_from_environment
 
-    config = load_config(os.environ.get("HEADRACE_CONFIG") or None)
-    paths = [p for p in os.environ.get("HEADRACE_DATA", "").split(":") if p]
-    frames = read_paths(paths, venue=config.replay.venue, symbol=config.replay.symbol)
-    plan = ReplayPlan.build(frames, config.replay.chunk_rows)
-    return build_flow(plan, config, os.environ.get("HEADRACE_RUN_ID", "bytewax-run"))
+    return flow_from_environment(build_flow)
