@@ -16,14 +16,19 @@ non-positive or implausible values, high < low, open or close outside [low, high
 
 from __future__ import annotations
 
+import collections
 import functools
+import gzip
 import importlib.util
+import io
+import itertools
 import re
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -407,16 +412,7 @@ def _raw_batches(path: str, fmt: str, batch_rows: int | None, start_row: int) ->
     elif path.lower().endswith(".parquet"):
         yield from _parquet_batches(path, batch_rows, start_row)
     else:
-        df = _read_csv(path, fmt, None)
-        yield from _slices(df.slice(start_row), batch_rows)
-
-
-def _slices(df: pl.DataFrame, batch_rows: int | None) -> Iterator[pl.DataFrame]:
-    if batch_rows is None:
-        yield df
-        return
-    for a in range(0, df.height, batch_rows):
-        yield df.slice(a, batch_rows)
+        yield from _csv_batches(path, fmt, batch_rows, start_row)
 
 
 def _rebatch(tables: Iterator[pa.Table], batch_rows: int | None, start_row: int) -> Iterator[pl.DataFrame]:
@@ -480,25 +476,55 @@ def _parquet_batches(path: str, batch_rows: int | None, start_row: int) -> Itera
     yield from _rebatch(tables, batch_rows, skip)
 
 
-def _read_csv(path: str, fmt: str, n_rows: int | None) -> pl.DataFrame:
-    # every field as text; quotes are not special (a stray quote spoils one field, never the rest of the file)
+def _csv_batches(path: str, fmt: str, batch_rows: int | None, start_row: int) -> Iterator[pl.DataFrame]:
+    # Every field is text and quotes are not special, so one line is one row: the file streams by lines
+    # (blank lines are no rows), each batch parsed with the header put back in front of it. A stray quote
+    # spoils one field, never the rest of the file.
     names = _csv_shape(fmt)
-    try:
-        df = pl.read_csv(path, has_header=names is None, infer_schema=False, truncate_ragged_lines=True,
-                         quote_char=None, encoding="utf8-lossy", n_rows=n_rows)
-    except pl.exceptions.NoDataError:
-        return pl.DataFrame({c: [] for c in names or []}, schema={c: pl.Utf8 for c in names or []})
+    with _open_bytes(path) as f:
+        lines = (ln for ln in f if ln.strip())
+        header = b"" if names is not None else next(lines, b"")
+        if names is None and not header:
+            return
+        if not header.endswith(b"\n"):
+            header += b"\n"
+        collections.deque(itertools.islice(lines, start_row), maxlen=0)  # skip to start_row
+        any_rows = False
+        while chunk := list(itertools.islice(lines, batch_rows)) if batch_rows else list(lines):
+            any_rows = True
+            yield _parse_csv(header, chunk, names)
+            if batch_rows is None:
+                return
+        if not any_rows:
+            yield _parse_csv(header, [], names)  # no rows: the columns alone
+
+
+def _open_bytes(path: str) -> IO[bytes]:
+    if path.lower().endswith(".gz"):
+        return cast("IO[bytes]", gzip.open(path, "rb"))
+    return open(path, "rb")
+
+
+def _parse_csv(header: bytes, lines: list[bytes], names: list[str] | None) -> pl.DataFrame:
+    body = b"".join(lines)
+    if body and not body.endswith(b"\n"):
+        body += b"\n"
     if names is not None:
-        df = df.rename(dict(zip(df.columns, names)))
+        df = pl.read_csv(io.BytesIO(body), has_header=False, schema=dict.fromkeys(names, pl.Utf8),
+                         truncate_ragged_lines=True, quote_char=None, encoding="utf8-lossy")
     else:
+        df = pl.read_csv(io.BytesIO(header + body), has_header=True, infer_schema=False, truncate_ragged_lines=True,
+                         quote_char=None, encoding="utf8-lossy")
         df = df.rename({c: c.strip().strip('"').strip() for c in df.columns})
     return df.with_columns(pl.col(pl.Utf8).str.strip_chars(' \t\r"'))
 
 
 def _head(path: str, fmt: str) -> pl.DataFrame:
-    if _is_ipc(path) or path.lower().endswith(".parquet"):
-        return next(iter(_raw_batches(path, fmt, _HEAD_ROWS, 0)), pl.DataFrame())
-    return _read_csv(path, fmt, _HEAD_ROWS)
+    first = next(iter(_raw_batches(path, fmt, _HEAD_ROWS, 0)), None)
+    if first is not None:
+        return first
+    names = _csv_shape(fmt) or []
+    return pl.DataFrame(schema=dict.fromkeys(names, pl.Utf8))
 
 
 # deciding how a file's times read
@@ -752,7 +778,7 @@ def iter_file(spec: FileSpec, options: ReadOptions | None = None, *, batch_rows:
     Every batch's ``row`` column holds absolute 0-based data rows of the file; the time unit and (bars
     whose name gives no length) the bar length are decided once from the start of the file, so the
     batches concatenated equal `read_file`. Parquet and Feather/IPC files are read a record batch at a
-    time; CSV files are parsed whole, then cut. Raises `DataSourceError` (one line, naming the file).
+    time; CSV files a batch of lines at a time. Raises `DataSourceError` (one line, naming the file).
     """
     if batch_rows < 1 or start_row < 0:
         raise ValueError(f"batch_rows must be >= 1 and start_row >= 0, were {batch_rows!r} and {start_row!r}")
@@ -762,7 +788,7 @@ def iter_file(spec: FileSpec, options: ReadOptions | None = None, *, batch_rows:
 def read_file(spec: FileSpec, options: ReadOptions | None = None) -> list[ParsedFrame]:
     """Read one identified file into one `ParsedFrame` per instrument (see `iter_file`)."""
     parts = list(_guarded(spec, _iter(spec, options or ReadOptions(), None, 0)))
-    if len(parts) == 1:
+    if len(parts) <= 1:
         return parts
     first = parts[0]
     return [ParsedFrame(instrument=first.instrument, kind=first.kind, timeframe_ns=first.timeframe_ns,
@@ -777,7 +803,8 @@ def _guarded(spec: FileSpec, frames: Iterator[ParsedFrame]) -> Iterator[ParsedFr
         if e.path == "<frame>":
             raise DataSourceError(spec.path, e.reason) from None
         raise
-    except (pl.exceptions.PolarsError, pa.ArrowException, OSError, ValueError, UnicodeError, OverflowError) as e:
+    except (pl.exceptions.PolarsError, pa.ArrowException, OSError, EOFError, zlib.error, ValueError, UnicodeError,
+            OverflowError) as e:
         raise DataSourceError(spec.path, f"cannot read as {spec.format}: {_short(e)}") from None
     except pl.exceptions.PanicException as e:  # a panic inside polars' Rust code on broken input
         raise DataSourceError(spec.path, f"cannot read as {spec.format}: {_short(e)}") from None
@@ -796,12 +823,15 @@ def _iter(spec: FileSpec, options: ReadOptions, batch_rows: int | None, start_ro
         except ValueError as e:
             raise DataSourceError(path, f"{e}; name the file <BASE>_<QUOTE>-<timeframe>.<ext>") from e
     inst = f"{spec.venue}:{spec.symbol}"
-    row = start_row
+    row, whole = start_row, batch_rows is None
     for raw in _raw_batches(path, spec.format, batch_rows, start_row):
-        if not raw.width:
-            raw = head.clear()
-        norm = _normalise(raw, layout, spec.kind, tf, plan, options, row)
-        row += raw.height
+        if raw.height == 0 and not (whole and row == start_row):
+            continue  # batches hold rows; only a whole read of an empty file gives an empty frame
+        norm = _normalise(raw if raw.width else head.clear(), layout, spec.kind, tf, plan, options, row)
+        row, whole = row + raw.height, False
+        yield ParsedFrame(instrument=inst, kind=spec.kind, timeframe_ns=tf, path=path, frame=norm, ts_unit=plan.unit)
+    if whole:  # a whole read of a file without batches (no header either): its columns are missing
+        norm = _normalise(head.clear(), layout, spec.kind, tf, plan, options, row)
         yield ParsedFrame(instrument=inst, kind=spec.kind, timeframe_ns=tf, path=path, frame=norm, ts_unit=plan.unit)
 
 

@@ -248,3 +248,32 @@ def test_a_huge_field_is_echoed_truncated(tmp_path: Path) -> None:
     [frame] = read_paths([str(path)])
     [problem] = frame.frame["problem"].drop_nulls().to_list()
     assert problem.startswith("unparseable field 'open'") and len(problem) < 300
+
+
+def test_csv_streams_by_lines_gzip_too_and_blank_lines_are_no_rows(tmp_path: Path) -> None:
+    import gzip
+
+    text = epochs("s", 2500).write_csv()
+    lines = text.splitlines()
+    lines.insert(700, "")  # a blank line is not a record
+    path = tmp_path / "bittrex" / "ETH_BTC-5m.csv.gz"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    spec = spec_of(path)
+    [whole] = read_file(spec)
+    assert whole.frame.height == 2500 and whole.frame["problem"].null_count() == 2500
+    assert whole.frame["ts_open"].to_list() == demo_bars(2500)["date"].dt.epoch("ns").to_list()
+    parts = list(iter_file(spec, batch_rows=600, start_row=650))
+    assert [p.frame.height for p in parts] == [600, 600, 600, 50]
+    assert pl.concat([p.frame for p in parts]).equals(whole.frame.slice(650))
+
+
+def test_a_csv_with_a_header_and_no_rows_reads_as_no_rows_and_an_empty_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bittrex" / "ETH_BTC-5m.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text("timestamp,open,high,low,close,volume\n")
+    [frame] = read_paths([str(path)])
+    assert frame.frame.height == 0 and list(iter_file(spec_of(path))) == []
+    path.write_text("")
+    with pytest.raises(DataSourceError, match="are missing"):
+        read_paths([str(path)])
