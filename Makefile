@@ -6,10 +6,17 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: demo test bench lint typecheck docs mutate clean
 
+# Installs with uv when it can be had (already on PATH, or `pip install uv` into the venv: seconds instead of a
+# minute), else with pip, so a fresh `make demo` reaches its first summary quickly.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@if command -v uv >/dev/null 2>&1 || $(PY) -m pip install --quiet uv >/dev/null 2>&1; then \
+		UV=$$(command -v uv || echo $(VENV)/bin/uv); echo "installing with $$UV"; \
+		$$UV pip install --quiet -p $(PY) -e '.[dev]' || $(PY) -m pip install --quiet -e '.[dev]'; \
+	else \
+		echo "uv not available: installing with pip"; \
+		$(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -e '.[dev]'; \
+	fi
 	touch $(STAMP)
 
 demo: $(STAMP)
