@@ -132,3 +132,25 @@ def test_known_venues_are_exactly_ccxt_exchanges_and_the_past_ones() -> None:
     from sources.formats import _PAST_VENUES, known_venues
 
     assert known_venues() == frozenset(ccxt.exchanges) | _PAST_VENUES
+
+
+def test_every_real_layout_tells_its_documented_time_unit_from_the_magnitude() -> None:
+    cases = {"cross_venue/kraken/XBTUSD_5.csv.gz": "s", "ohlcv/binance/ADABTC-1m-2021-11-27.csv": "ms",
+             "ticks/tardis/bitmex_trades_XBTUSD.csv": "us", "trades/kraken/trades_csv/BCHEUR.csv": "s",
+             "cross_venue/binanceus/BTCUSD_1m_20230301_20230321.csv.gz": "iso",
+             "ohlcv/bittrex/ETH_BTC-5m.feather": "datetime"}
+    for rel, unit in cases.items():
+        [frame] = read_paths([str(SHARED_DATA / rel)])
+        assert frame.ts_unit == unit, rel
+
+
+def test_real_data_passes_the_plausibility_and_jump_rules_untouched() -> None:
+    for rel in ("cross_venue/kraken/XBTUSD_5.csv.gz", "ticks/tardis/bitmex_trades_XBTUSD.csv",
+                "ohlcv/binance/XRP_ETH-1m.feather", "trades/binance/XRP_ETH-trades.feather"):
+        frames = read_paths([str(SHARED_DATA / rel)])
+        assert all(f.frame["problem"].null_count() == f.frame.height for f in frames), rel
+        plan = ReplayPlan.build(frames, 5000)
+        validators = {i: MarketValidator() for i in plan.universe}
+        for j in range(plan.n_slices):
+            for item in plan.slice(j):
+                assert all(isinstance(o, MarketSlice) for o in validators[item.instrument].update(item)), rel
