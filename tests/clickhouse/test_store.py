@@ -112,9 +112,9 @@ def test_an_embedded_database_held_by_another_process_is_refused_with_what_to_do
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         assert held_by_another_process(str(path))
-        with pytest.raises(StorageError, match="in use by another process") as info:
+        with pytest.raises(StorageError, match=rf"in use by process {holder.pid} \(") as info:
             Store.connect(f"chdb://{path}")
-        assert "ClickHouse server" in str(info.value)
+        assert "ClickHouse server" in str(info.value) and "storage.lock_wait_s" in str(info.value)
     finally:
         holder.communicate("")  # closes its stdin: the holder exits and lets go
     assert not held_by_another_process(str(path))
