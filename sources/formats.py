@@ -593,9 +593,11 @@ def _clip(e: pl.Expr) -> pl.Expr:
 
 
 def _times(col: str, dtype: pl.DataType, plan: _TimePlan, options: ReadOptions,
-           field_name: str) -> tuple[pl.Expr, list[tuple[pl.Expr, pl.Expr]]]:
-    # (Int64 ns or null, [(condition, reason)]) for one time column
+           field_name: str) -> tuple[list[list[pl.Expr]], pl.Expr, list[tuple[pl.Expr, pl.Expr]]]:
+    # ([steps of helper columns], Int64 ns or null, [(condition, reason)]) for one time column; the helper
+    # columns (named __<col>_*) are computed once each, in order, before the rest reads them
     c = pl.col(col)
+    h = f"__{col}_"
     lo, hi = float(options.earliest_ns), float(options.latest_ns)
     out_of_range = pl.format("timestamp out of range: {} '{}' is outside " + options.window.replace("{", "{{"),
                              pl.lit(field_name), _clip(c.cast(pl.Utf8)))
@@ -616,20 +618,21 @@ def _times(col: str, dtype: pl.DataType, plan: _TimePlan, options: ReadOptions,
         approx = exact.cast(pl.Float64) if dtype.is_temporal() else \
             c.cast(pl.Float64, strict=False) if dtype.is_numeric() else \
             c.cast(pl.Utf8, strict=False).str.strip_chars().cast(pl.Float64, strict=False)
-        approx_ns = approx * float(scale)
-        ok = approx_ns.is_between(lo, hi)
-        safe_exact = pl.when(ok).then(exact).otherwise(0) * scale
-        safe_approx = (pl.when(ok).then(approx_ns).otherwise(0.0)).round(0).cast(pl.Int64)
-        ns: pl.Expr = pl.when(ok).then(pl.when(exact.is_not_null()).then(safe_exact).otherwise(safe_approx))
-        checks.append((approx.is_not_null() & ~approx.is_nan() & ~ok, out_of_range))
-        return ns, checks
+        steps = [[exact.alias(h + "exact"), approx.alias(h + "approx")],
+                 [(pl.col(h + "approx") * float(scale)).is_between(lo, hi).alias(h + "ok")]]
+        ex, ap, ok = pl.col(h + "exact"), pl.col(h + "approx"), pl.col(h + "ok")
+        safe_exact = pl.when(ok).then(ex).otherwise(0) * scale
+        safe_approx = (pl.when(ok).then(ap * float(scale)).otherwise(0.0)).round(0).cast(pl.Int64)
+        ns: pl.Expr = pl.when(ok).then(pl.when(ex.is_not_null()).then(safe_exact).otherwise(safe_approx))
+        checks.append((ap.is_not_null() & ~ap.is_nan() & ~ok, out_of_range))
+        return steps, ns, checks
     # text times: ISO 8601, or replay.date_format
     t = c.cast(pl.Utf8).str.strip_chars()
-    g = t.str.extract_groups(_ISO_RX)
+    steps = [[t.alias(h + "t"), t.str.extract_groups(_ISO_RX).alias(h + "g")]]
+    g = pl.col(h + "g")
     date = g.struct.field("date")
     base = pl.concat_str([date, pl.lit("T"), g.struct.field("hm").fill_null("00:00"),
                           g.struct.field("sec").fill_null(":00")])
-    secs = base.str.to_datetime("%Y-%m-%dT%H:%M:%S", time_unit="us", strict=False).dt.epoch("s")
     frac = g.struct.field("frac").str.pad_end(9, "0").cast(pl.Int64, strict=False).fill_null(0)
     tz = g.struct.field("tz")
     digits = tz.str.replace(":", "")
@@ -637,16 +640,23 @@ def _times(col: str, dtype: pl.DataType, plan: _TimePlan, options: ReadOptions,
               .otherwise(pl.when(tz.str.starts_with("-")).then(-1).otherwise(1)
                          * (digits.str.slice(1, 2).cast(pl.Int64, strict=False).fill_null(0) * 3600
                             + digits.str.slice(3, 2).cast(pl.Int64, strict=False).fill_null(0) * 60)))
-    iso_s = secs - offset
-    iso_f = iso_s.cast(pl.Float64) * 1e9 + frac.cast(pl.Float64)
-    iso_ok = iso_f.is_between(lo, hi)
-    iso_ns = pl.when(iso_ok).then(pl.when(iso_ok).then(iso_s).otherwise(0) * 1_000_000_000 + frac)
-    not_iso = date.is_null() & t.is_not_null() & (t != "")
-    shown = _clip(t)
+    step2 = [base.str.to_datetime("%Y-%m-%dT%H:%M:%S", time_unit="us", strict=False).dt.epoch("s").alias(h + "secs"),
+             frac.alias(h + "frac"), offset.alias(h + "offset"), date.alias(h + "date")]
     if options.date_format:
-        us = t.str.to_datetime(options.date_format, time_unit="us", strict=False).dt.epoch("us")
-        fmt_f = us.cast(pl.Float64) * 1e3
-        fmt_ok = fmt_f.is_between(lo, hi)
+        step2.append(pl.col(h + "t").str.to_datetime(options.date_format, time_unit="us", strict=False)
+                     .dt.epoch("us").alias(h + "us"))
+    steps.append(step2)
+    secs, date, tt = pl.col(h + "secs"), pl.col(h + "date"), pl.col(h + "t")
+    iso_s = secs - pl.col(h + "offset")
+    iso_f = iso_s.cast(pl.Float64) * 1e9 + pl.col(h + "frac").cast(pl.Float64)
+    steps.append([iso_f.is_between(lo, hi).alias(h + "iso_ok")])
+    iso_ok = pl.col(h + "iso_ok")
+    iso_ns = pl.when(iso_ok).then(pl.when(iso_ok).then(iso_s).otherwise(0) * 1_000_000_000 + pl.col(h + "frac"))
+    not_iso = date.is_null() & tt.is_not_null() & (tt != "")
+    shown = _clip(tt)
+    if options.date_format:
+        us = pl.col(h + "us")
+        fmt_ok = (us.cast(pl.Float64) * 1e3).is_between(lo, hi)
         fmt_ns = pl.when(fmt_ok).then(pl.when(fmt_ok).then(us).otherwise(0) * 1000)
         ns = pl.when(date.is_not_null()).then(iso_ns).otherwise(fmt_ns)
         checks.append((not_iso & us.is_null(), pl.format(
@@ -658,7 +668,7 @@ def _times(col: str, dtype: pl.DataType, plan: _TimePlan, options: ReadOptions,
         checks.append((not_iso, pl.format("unparseable field {}: '{}' is not ISO 8601 and is not guessed; "
                                           "set replay.date_format to read it", pl.lit(field_name), shown)))
     checks.append((secs.is_not_null() & ~iso_ok, out_of_range))
-    return ns, checks
+    return steps, ns, checks
 
 
 def _parse(col: str, how: _Parse) -> pl.Expr:
@@ -688,7 +698,9 @@ def _normalise(df: pl.DataFrame, layout: _Layout, kind: Kind, tf_ns: int, plan: 
     for t, (s, how) in spec.items():
         field_name = repr(t) if t == s else f"{t!r} (column {s!r})"
         if how in ("ts", "ts_recv"):
-            parsed[t], time_checks[t] = _times(s, df.schema[s], plan, options, field_name)
+            steps, parsed[t], time_checks[t] = _times(s, df.schema[s], plan, options, field_name)
+            for step in steps:
+                df = df.with_columns(step)
         else:
             parsed[t] = _parse(s, how)
     problem: pl.Expr = pl.lit(None, dtype=pl.Utf8)
