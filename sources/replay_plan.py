@@ -66,7 +66,7 @@ _COLUMNS = {
     "quote": ("ts_event", "ts_recv", "bid", "ask", "bid_size", "ask_size"),
     "bar": ("ts_open", "ts_event", "ts_recv", "open", "high", "low", "close", "volume"),
 }
-DEFAULT_BATCH_ROWS = 65_536  # rows read from one file at a time by a lazy plan
+DEFAULT_BATCH_ROWS = 32_768  # rows read from one file at a time by a lazy plan
 _NO_HEADER = {"kraken_ohlcvt", "binance_klines", "kraken_trades"}  # CSV layouts without a header line
 
 
@@ -300,7 +300,7 @@ class LazyPlan(ReplayPlan):
     """
 
     def __init__(self, inputs: Sequence[_Input], counts: Sequence[int], chunk_rows: int, batch_rows: int,
-                 timeframes: dict[str, int], has_ids: dict[str, bool]) -> None:
+                 timeframes: dict[str, int], has_ids: dict[str, bool], first_keys: Sequence[int | None]) -> None:
         if chunk_rows < 1:
             raise DataSourceError("<data>", f"replay.chunk_rows must be >= 1, was {chunk_rows!r}")
         self._inputs = tuple(inputs)
@@ -311,6 +311,7 @@ class LazyPlan(ReplayPlan):
         self.chunk_rows = chunk_rows
         self.batch_rows = batch_rows
         self._has_ids = has_ids  # per trade instrument: whether its trades carry ids
+        self._first_keys = tuple(first_keys)  # per input: the merge key of its first row (None: not in its first batch)
         self._n_slices: int | None = None
         self._streams = sorted({(i.instrument, i.kind) for i in self._inputs})
         self._slice_cursor: _LazyCursor | None = None
@@ -349,9 +350,12 @@ class LazyPlan(ReplayPlan):
               batch_rows: int) -> LazyPlan:
         described: list[tuple[str, str, int, str]] = []
         has_ids: dict[str, bool] = {}
+        first_keys: list[int | None] = []
         any_rows = False
         for inp, tf in zip(inputs, spec_tfs):
-            first = next(inp.read(0), None)  # the first batch: its columns, kind and bar length
+            first = next(inp.read(0), None)  # the first batch: its columns, kind, bar length and first key
+            times = first.frame["ts_event"].drop_nulls() if first is not None else pl.Series([], dtype=pl.Int64)
+            first_keys.append(int(times[0]) if len(times) else None)
             if first is not None:
                 any_rows = any_rows or first.frame.height > 0
                 tf = first.timeframe_ns
@@ -363,7 +367,7 @@ class LazyPlan(ReplayPlan):
         if not any_rows:
             raise DataSourceError("<data>", "the data files hold no rows")
         timeframes = {inst: tf for inst, _, tf, _ in described}
-        return cls(inputs, counts, chunk_rows, batch_rows, timeframes, has_ids)
+        return cls(inputs, counts, chunk_rows, batch_rows, timeframes, has_ids, first_keys)
 
     @property
     def total_rows(self) -> int:
@@ -429,10 +433,16 @@ class _FileReader:
         self.ok: np.ndarray | None = None  # per buffered row: accepted at parse time (None: all are)
         self.bad: pl.DataFrame | None = None  # the buffered rows rejected at parse time
 
-    def fill(self) -> None:
-        """Read until at least one row is buffered or the input is exhausted."""
-        while len(self.keys) == 0 and not self.exhausted:
-            self.pull()
+    def bound(self) -> int | None:
+        """A key no row of this input still to come lies below, nor any buffered row above: the last buffered
+        key, else the last emitted one, else the file's first (None: unknown until it is read)."""
+        if len(self.keys):
+            return int(self.keys[-1])
+        return self.last_key if self.last_key is not None else self.plan._first_keys[self.index]
+
+    @property
+    def started(self) -> bool:
+        return self._it is not None
 
     def pull(self) -> None:
         """Read one more batch (more when the merge key of the first rows is still unknown)."""
@@ -532,13 +542,16 @@ class _LazyCursor:
                               last_keys=tuple(f.last_key for f in self._files))
 
     def _plan_cuts(self) -> None:
-        # the next cuts below B (every cut, once every file is read to its end)
-        c = self.plan.chunk_rows
+        # the next cuts below B, the smallest bound of the inputs not yet exhausted (every cut, once all are)
+        c, low = self.plan.chunk_rows, self.plan.batch_rows // 2
         while not self._cuts:
-            for f in self._files:
-                f.fill()
             live = [f for f in self._files if not f.exhausted]
-            bound = min(int(f.keys[-1]) for f in live) if live else None
+            unknown = [f for f in live if f.bound() is None]
+            for f in unknown:
+                f.pull()
+            if unknown:
+                continue
+            bound = min(f.bound() or 0 for f in live) if live else None
             known = [f.keys if bound is None else f.keys[:np.searchsorted(f.keys, bound, side="right")]
                      for f in self._files]
             keys = np.sort(np.concatenate(known), kind="stable")
@@ -547,9 +560,9 @@ class _LazyCursor:
                     self._cuts = _cuts(keys, self.rows_done, c, last=True).tolist()
                 return
             self._cuts = [k for k in _cuts(keys, self.rows_done, c, last=False).tolist() if k < bound]
-            if not self._cuts:  # no whole slice below B yet: read on in the files that hold it down
-                for f in live:
-                    if int(f.keys[-1]) == bound:
+            if not self._cuts:  # no whole slice below B yet: read on in the inputs that hold it down, and top up
+                for f in live:  # the others already open (fewer rounds); inputs further on stay unopened
+                    if f.bound() == bound or (f.started and len(f.keys) < low):
                         f.pull()
 
     def next_slice(self) -> tuple[list[MarketSlice], int] | None:

@@ -11,7 +11,7 @@ events take well under a second. The model, on a one-second grid:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ import polars as pl
 from sources.formats import ParsedFrame
 
 START_NS = 1_700_000_000 * 10**9
+ROW_GROUP_ROWS = 65_536  # rows per Parquet row group: what a reader decodes at a time
 BASE_PRICES = {"BTC": 30_000.0, "ETH": 2_000.0, "SOL": 50.0, "XRP": 0.5, "ADA": 0.3}
 
 
@@ -27,6 +28,15 @@ def generate(n_events: int, *, seed: int = 7, assets: Sequence[str] = ("BTC", "E
              venues: Sequence[str] = ("binance", "kraken"), quote: str = "USDT", start_ns: int = START_NS,
              span_s: int = 86_400, trade_fraction: float = 0.5) -> list[ParsedFrame]:
     """Return `n_events` trade and quote events in all, as normalised frames (trades, quotes per instrument)."""
+    return list(iter_frames(n_events, seed=seed, assets=assets, venues=venues, quote=quote, start_ns=start_ns,
+                            span_s=span_s, trade_fraction=trade_fraction))
+
+
+def iter_frames(n_events: int, *, seed: int = 7, assets: Sequence[str] = ("BTC", "ETH", "SOL", "XRP", "ADA"),
+                venues: Sequence[str] = ("binance", "kraken"), quote: str = "USDT", start_ns: int = START_NS,
+                span_s: int = 86_400, trade_fraction: float = 0.5) -> Iterator[ParsedFrame]:
+    """Yield the frames of `generate` one at a time (the same frames), so a large set can be written to files
+    while only one instrument's events are in memory: ``write(iter_frames(32_000_000), out_dir)``."""
     rng = np.random.default_rng(seed)
     n_assets, n_venues = len(assets), len(venues)
     grid = span_s
@@ -45,7 +55,6 @@ def generate(n_events: int, *, seed: int = 7, assets: Sequence[str] = ("BTC", "E
     n_inst = n_assets * n_venues
     counts = np.full(n_inst, n_events // n_inst)
     counts[: n_events % n_inst] += 1
-    frames: list[ParsedFrame] = []
     k = 0
     for v, venue in enumerate(venues):
         for a, asset in enumerate(assets):
@@ -75,12 +84,11 @@ def generate(n_events: int, *, seed: int = 7, assets: Sequence[str] = ("BTC", "E
                                      pl.lit(None, dtype=pl.Utf8).alias("problem"),
                                      pl.lit(None, dtype=pl.Utf8).alias("raw"))
                 path = f"synthetic/{venue}/{asset}_{quote}-{kind}s"
-                frames.append(ParsedFrame(instrument=inst, kind=kind, timeframe_ns=0, path=path, frame=df))  # type: ignore[arg-type]
-    return frames
+                yield ParsedFrame(instrument=inst, kind=kind, timeframe_ns=0, path=path, frame=df)  # type: ignore[arg-type]
 
 
-def write(frames: Sequence[ParsedFrame], out_dir: str) -> list[str]:
-    """Write frames as ``<out_dir>/<venue>/<BASE>_<QUOTE>-trades.parquet`` / ``-quotes.parquet``."""
+def write(frames: Iterable[ParsedFrame], out_dir: str) -> list[str]:
+    """Write frames as ``<out_dir>/<venue>/<BASE>_<QUOTE>-trades.parquet`` / ``-quotes.parquet``, one at a time."""
     paths = []
     for f in frames:
         venue, _, symbol = f.instrument.partition(":")
@@ -94,6 +102,6 @@ def write(frames: Sequence[ParsedFrame], out_dir: str) -> list[str]:
                            "price", "amount")
         else:
             df = df.select("timestamp", "bid", "ask", "bid_size", "ask_size")
-        df.write_parquet(path)
+        df.write_parquet(path, row_group_size=ROW_GROUP_ROWS)
         paths.append(str(path))
     return sorted(paths)

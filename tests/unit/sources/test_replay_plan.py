@@ -246,3 +246,17 @@ def test_plan_slice_j_of_a_lazy_plan_gives_slices_in_any_order(tick_dir: str) ->
 def test_a_slice_index_from_an_older_snapshot_is_refused_by_a_lazy_plan(tick_dir: str) -> None:
     with pytest.raises(DataSourceError, match="start a new run"):
         ReplayPlan.open([tick_dir], 2_000).cursor(7)
+
+
+def test_a_lazy_plan_opens_a_file_only_when_the_replay_reaches_its_first_event_time() -> None:
+    # a month of daily files: only the day being replayed is open, whatever the number of days
+    days = [trade_frame("v:A/Q", f"day{d:02}.csv", [d * 100 + t for t in range(50)]) for d in range(30)]
+    plan = LazyPlan.of_frames(days, 10, batch_rows=20)
+    cur = plan.cursor()
+    opened = set()
+    while cur.next_slice() is not None:
+        now = [i for i, f in enumerate(cur._files) if f.started and not f.exhausted]
+        assert len(now) <= 2, now  # the day in progress, and the next one once the day's last row is near
+        opened |= set(now)
+    assert opened == set(range(30))
+    assert_same_plan(ReplayPlan.build(days, 10), LazyPlan.of_frames(days, 10, batch_rows=20))
