@@ -52,7 +52,7 @@ def test_equity_is_initial_cash_plus_pnl_minus_fees(prices, weights, latency) ->
     acct = account(*LATENCIES[latency])
     outs = [o for cs in sections(prices, weights) for o in acct.update(cs)]
     last = [o for o in outs if isinstance(o, Equity)][-1]
-    positions = {p.instrument: p for p in acct.flush()}
+    positions = {p.instrument: p for p in acct.flush() if isinstance(p, Position)}
     pnl = sum(p.realized_pnl + p.unrealized_pnl - p.fees for p in positions.values())
     assert math.isclose(last.equity, 1000.0 + pnl, rel_tol=1e-9, abs_tol=1e-7)
     fills = [o for o in outs if isinstance(o, Fill)]
