@@ -78,6 +78,8 @@ def _check_config_file(path: Path) -> None:
 def _setup(config_path: Path | None, overrides: list[str] | None, verbose: bool = False) -> Config:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not verbose:  # the driver logs a warning before the error we turn into one line
+        logging.getLogger("clickhouse_connect").setLevel(logging.ERROR)
     if config_path is not None:
         _check_config_file(config_path)
     config = load_config(config_path, overrides or [])
