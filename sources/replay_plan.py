@@ -276,7 +276,8 @@ class _IndexCursor:
 # the lazy plan
 
 
-Reader = Callable[[int], Iterator[ParsedFrame]]  # start row -> the rows from there on, in batches
+Reader = Callable[[int, int], Iterator[ParsedFrame]]  # (batch rows, start row) -> the rows from there on, in batches
+_PEEK_ROWS = 1_024  # rows of each file read when a plan opens (columns, kind, bar length, first key, trade ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,8 +296,8 @@ class LazyPlan(ReplayPlan):
     exact for Parquet and Feather, a line count for CSV; corrected to the rows actually read when a
     file has been read to its end). `n_slices` is known once a cursor has reached the end; asking for it
     before reads the data once (bounded memory). `max_slices` is a bound known without reading.
-    An instrument's trades carry ids when the first batch of one of its files has one (the in-memory
-    plan looks at all its rows; ids are a column of a file, so both agree on real files).
+    An instrument's trades carry ids when the first rows of one of its files (read at open) have one (the
+    in-memory plan looks at all its rows; ids are a column of a file, so both agree on real files).
     """
 
     def __init__(self, inputs: Sequence[_Input], counts: Sequence[int], chunk_rows: int, batch_rows: int,
@@ -311,7 +312,7 @@ class LazyPlan(ReplayPlan):
         self.chunk_rows = chunk_rows
         self.batch_rows = batch_rows
         self._has_ids = has_ids  # per trade instrument: whether its trades carry ids
-        self._first_keys = tuple(first_keys)  # per input: the merge key of its first row (None: not in its first batch)
+        self._first_keys = tuple(first_keys)  # per input: its first row's merge key (None: unknown when opened)
         self._n_slices: int | None = None
         self._streams = sorted({(i.instrument, i.kind) for i in self._inputs})
         self._slice_cursor: _LazyCursor | None = None
@@ -320,14 +321,14 @@ class LazyPlan(ReplayPlan):
     @classmethod
     def open(cls, paths: Sequence[str], chunk_rows: int, *, venue: str = "", symbol: str = "", timeframe: str = "",
              options: ReadOptions | None = None, batch_rows: int = DEFAULT_BATCH_ROWS) -> LazyPlan:
-        """Discover and identify the data files under `paths` and read the first batch of each (to check
+        """Discover and identify the data files under `paths` and read the first rows of each (to check
         its columns, kind and bar length early); the rest is read during the replay."""
         paths_found = formats.discover(paths)
         if not paths_found:
             raise DataSourceError(", ".join(map(str, paths)), "holds no data files (.csv, .csv.gz, .parquet, .feather)")
         specs = [formats.identify(p, venue=venue, symbol=symbol, timeframe=timeframe) for p in paths_found]
         inputs = [_Input(s.path, f"{s.venue}:{s.symbol}", s.kind,
-                         functools.partial(_read_file_batches, s, options, batch_rows)) for s in specs]
+                         functools.partial(_read_file_batches, s, options)) for s in specs]
         return cls._make(inputs, [_count_rows(s) for s in specs], [s.timeframe_ns for s in specs], chunk_rows,
                          batch_rows)
 
@@ -340,7 +341,7 @@ class LazyPlan(ReplayPlan):
         if len({f.path for f in frames}) != len(frames):
             raise DataSourceError("<data>", "a lazy plan takes one frame per path")
         frames = sorted(frames, key=lambda f: f.path)
-        inputs = [_Input(f.path, f.instrument, f.kind, functools.partial(_frame_batches, f, batch_rows))
+        inputs = [_Input(f.path, f.instrument, f.kind, functools.partial(_frame_batches, f))
                   for f in frames]
         return cls._make(inputs, [f.frame.height for f in frames], [f.timeframe_ns for f in frames], chunk_rows,
                          batch_rows)
@@ -353,13 +354,13 @@ class LazyPlan(ReplayPlan):
         first_keys: list[int | None] = []
         any_rows = False
         for inp, tf in zip(inputs, spec_tfs):
-            first = next(inp.read(0), None)  # the first batch: its columns, kind, bar length and first key
+            first = next(inp.read(min(batch_rows, _PEEK_ROWS), 0), None)  # columns, kind, bar length, first key
             times = first.frame["ts_event"].drop_nulls() if first is not None else pl.Series([], dtype=pl.Int64)
             first_keys.append(int(times[0]) if len(times) else None)
             if first is not None:
                 any_rows = any_rows or first.frame.height > 0
                 tf = first.timeframe_ns
-                if inp.kind == "trade":  # ids are a property of the file's columns: its first batch tells
+                if inp.kind == "trade":  # ids are a property of the file's columns: its first rows tell
                     ids = first.frame["trade_id"]
                     has_ids[inp.instrument] = has_ids.get(inp.instrument, False) or ids.null_count() < len(ids)
             described.append((inp.instrument, inp.kind, tf, inp.path))
@@ -447,7 +448,7 @@ class _FileReader:
     def pull(self) -> None:
         """Read one more batch (more when the merge key of the first rows is still unknown)."""
         if self._it is None:
-            self._it = self.inp.read(self.offset)
+            self._it = self.inp.read(self.plan.batch_rows, self.offset)
         parts: list[pl.DataFrame] = []
         while True:
             got = next(self._it, None)
