@@ -260,3 +260,22 @@ def test_a_lazy_plan_opens_a_file_only_when_the_replay_reaches_its_first_event_t
         opened |= set(now)
     assert opened == set(range(30))
     assert_same_plan(ReplayPlan.build(days, 10), LazyPlan.of_frames(days, 10, batch_rows=20))
+
+
+def test_lazy_plan_of_csv_files_with_bad_rows_equals_the_in_memory_plan(tmp_path: Path) -> None:
+    folder = tmp_path / "binance"
+    folder.mkdir()
+    t0 = 1_700_000_000_000
+    lines = ["timestamp,price,amount,side,id"]
+    for i in range(400):
+        ts = t0 + 1000 * i - (5000 if i % 97 == 5 else 0)  # now and then a row going back in time
+        price = "-1" if i % 61 == 7 else "" if i % 89 == 3 else f"{100 + i % 7}"  # rejected at parse time
+        lines.append(f"{ts},{price},0.5,{'buy' if i % 2 else 'sell'},{i}")
+    (folder / "BTC_USDT-trades.csv").write_text("\n".join(lines) + "\n")
+    (folder / "ETH_USDT-trades.csv").write_text("\n".join(
+        ["timestamp,price,amount,side,id"] + [f"{t0 + 2500 * i},{50 + i % 3},1,buy,{i}" for i in range(150)]) + "\n")
+    eager = ReplayPlan.build(read_paths([str(tmp_path)]), 37)
+    assert sum(len(s.rejected) for j in range(eager.n_slices) for s in eager.slice(j)) >= 10
+    lazy = ReplayPlan.open([str(tmp_path)], 37, batch_rows=29)
+    assert lazy.total_rows == 550  # counted before reading: the files' lines
+    assert_same_plan(eager, lazy)
