@@ -461,7 +461,8 @@ def _valid(t: pa.Table) -> pa.Table:
 
 
 def _parquet_batches(path: str, batch_rows: int | None, start_row: int) -> Iterator[pl.DataFrame]:
-    pf = pq.ParquetFile(path)
+    # no pre-buffering: pyarrow would otherwise load every remaining row group at the first batch
+    pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 16)
     groups: list[int] = []
     skip = start_row
     for g in range(pf.metadata.num_row_groups):  # whole row groups before start_row are never read

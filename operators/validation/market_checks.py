@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from headrace.errors import ConfigError
-from headrace.events import BarChunk, MarketChunk, MarketSlice, Provenance, Quarantined, QuoteChunk, TradeChunk
+from headrace.events import F64, BarChunk, MarketChunk, MarketSlice, Provenance, Quarantined, QuoteChunk, TradeChunk
 from operators.base import check_version
 
 _NONE = np.iinfo(np.int64).min
@@ -176,7 +176,7 @@ def _identity(chunk: MarketChunk, idx: npt.NDArray[np.intp]) -> list[str] | None
         q.bid[idx].tolist(), q.ask[idx].tolist(), q.bid_size[idx].tolist(), q.ask_size[idx].tolist())]
 
 
-def _log_prices(chunk: MarketChunk, idx: npt.NDArray[np.intp]) -> tuple[list[float], list[float], list[float], str]:
+def _log_prices(chunk: MarketChunk, idx: npt.NDArray[np.intp]) -> tuple[F64, F64, F64, str]:
     # (log price, lowest and highest log of the prices checked, what the price is) of rows `idx`
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if isinstance(chunk, BarChunk):
@@ -192,13 +192,33 @@ def _log_prices(chunk: MarketChunk, idx: npt.NDArray[np.intp]) -> tuple[list[flo
             ref = np.log(bid / 2 + ask / 2)
             each = np.log(np.stack([bid, ask]))
             name = "mid"
-    return ref.tolist(), each.min(axis=0).tolist(), each.max(axis=0).tolist(), name
+    return ref, each.min(axis=0), each.max(axis=0), name
+
+
+def _no_jump(ref: F64, lows: F64, highs: F64, state: StreamState, floor: float) -> StreamState | None:
+    # the common case without a Python loop: every price finite, no confirmation pending and every move within
+    # the floor (the bound is never below it), so every row is accepted and the EWMA variance is a weighted sum
+    if state.pending or not len(ref) or not (np.isfinite(lows).all() and np.isfinite(highs).all()):
+        return None
+    last, start = (float(ref[0]), 1) if state.last_log is None else (state.last_log, 0)
+    prev = np.concatenate(([last], ref[start:-1])) if len(ref) > start else np.empty(0)
+    cur, lo, hi = ref[start:], lows[start:], highs[start:]
+    if not (np.maximum(hi - prev, prev - lo) <= floor).all():
+        return None
+    r = cur - prev
+    m = len(r)
+    var = state.var * _BETA ** m + _ALPHA * float(np.dot(_BETA ** np.arange(m - 1, -1, -1, dtype=np.float64), r * r))
+    return dataclasses.replace(state, last_log=float(ref[-1]), var=var, pending=())
 
 
 def _jumps(chunk: MarketChunk, idx: npt.NDArray[np.intp], state: StreamState, rule: _Jumps,
            reasons: dict[int, str]) -> StreamState:
     # the jump rule over rows `idx` (in order, all else accepted); adds rejected rows to `reasons`
-    ref, lows, highs, name = _log_prices(chunk, idx)
+    ref_a, lows_a, highs_a, name = _log_prices(chunk, idx)
+    fast = _no_jump(ref_a, lows_a, highs_a, state, rule.floor)
+    if fast is not None:
+        return fast
+    ref, lows, highs = ref_a.tolist(), lows_a.tolist(), highs_a.tolist()
     last, var, pending = state.last_log, state.var, list(state.pending)
     sigmas, floor = rule.sigmas, rule.floor
     for i, x, lo, hi in zip(idx.tolist(), ref, lows, highs):

@@ -190,3 +190,30 @@ def test_one_wild_bar_in_real_data_leaves_every_feature_finite() -> None:
     assert [(q.row, q.reason.split(":")[0]) for q in quarantined] == [(100, "price jump")]
     values = [v for f in features for v in (f.log_return, f.volatility, f.momentum) if v is not None]
     assert values and all(math.isfinite(v) for v in values)
+
+
+@given(st.lists(st.floats(-0.8, 0.8), min_size=1, max_size=60), st.lists(st.integers(1, 59), max_size=4),
+       st.sampled_from([0.05, 0.3, 0.5]))
+def test_the_vectorised_jump_path_equals_the_record_by_record_rule(moves, cuts, floor) -> None:
+    # the no-jump fast path must leave exactly the state and verdicts of the record-by-record loop
+    import operators.validation.market_checks as mc
+
+    prices = list(np.exp(np.cumsum(moves)) * 100.0)
+    ts = list(range(1, len(prices) + 1))
+    bounds = sorted({0, *[c for c in cuts if c < len(prices)], len(prices)})
+    slices = [market_slice("x:A/B", ts[b - 1], trades=trades("x:A/B", ts[a:b], prices[a:b], start_row=a))
+              for a, b in zip(bounds, bounds[1:])]
+    fast_core = MarketValidator(max_jump_sigmas=50.0, max_jump_floor=floor)
+    fast = run(fast_core, slices)
+    original = mc._no_jump
+    mc._no_jump = lambda *a, **k: None  # the loop alone
+    try:
+        slow_core = MarketValidator(max_jump_sigmas=50.0, max_jump_floor=floor)
+        slow = run(slow_core, slices)
+    finally:
+        mc._no_jump = original
+    assert fast[0] == slow[0]
+    assert [q.reason for q in fast[1]] == [q.reason for q in slow[1]]
+    a, b = fast_core.snapshot().trades, slow_core.snapshot().trades
+    assert a.last_log == pytest.approx(b.last_log, rel=1e-12) and a.pending == b.pending
+    assert a.var == pytest.approx(b.var, rel=1e-9, abs=1e-300)
