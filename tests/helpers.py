@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from headrace.events import Bar, MarketSlice, Provenance, QuoteChunk, TradeChunk
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"  # real data beside the clone; tests that need it skip without it
 
 
 def origin(n: int, path: str = "test.csv", start_row: int = 0) -> Provenance:
@@ -44,7 +49,6 @@ def bar(instrument: str, ts_open: int, close: float, tf: int = 60, open_: float 
 # ---------------------------------------------------------------------------------------------------
 # real-data replays for flow, ClickHouse and CLI tests
 
-from pathlib import Path  # noqa: E402
 
 from headrace.config import Config, load_config  # noqa: E402
 

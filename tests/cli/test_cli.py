@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from conftest import ROOT, SHARED_DATA
+from helpers import ROOT, SHARED_DATA
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from test_cli import DEMO, _source_offset, headrace, query, write_bad_bars
 
-from conftest import ROOT, SHARED_DATA
+from helpers import ROOT, SHARED_DATA
 
 pytestmark = pytest.mark.slow
 

@@ -69,8 +69,9 @@ def test_replay_to_a_chdb_stand_in_server_sends_the_expected_requests_and_equals
     embedded = cli("replay", *data, "--run-id", "srv", "--json", "--quiet", state=tmp_path)
     s, e = json.loads(served.stdout), json.loads(embedded.stdout)
     assert s["fills"] > 0
-    assert {k: v for k, v in s.items() if k not in ("wall_s", "events_per_s")} == \
-        {k: v for k, v in e.items() if k not in ("wall_s", "events_per_s")}
+    assert s["store"].startswith("http://bob@127.0.0.1:") and e["store"].startswith("chdb://")
+    volatile = ("wall_s", "events_per_s", "store")
+    assert {k: v for k, v in s.items() if k not in volatile} == {k: v for k, v in e.items() if k not in volatile}
 
     reqs = stand_in.requests()
     assert all(r["user"] == "bob" and r["password_ok"] for r in reqs)
@@ -80,7 +81,8 @@ def test_replay_to_a_chdb_stand_in_server_sends_the_expected_requests_and_equals
     sql = [r["sql"] for r in reqs]
     assert "CREATE DATABASE IF NOT EXISTS headrace" in sql
     ddl = [q for q in sql if q.startswith("CREATE TABLE")]
-    assert ddl[: len(ddl_statements())] == [d for d in ddl_statements() if d.startswith("CREATE TABLE")]
+    creates = [d for d in ddl_statements() if d.startswith("CREATE TABLE")]
+    assert ddl[: len(creates)] == creates
     table_requests = [r for r in reqs if r["sql"].startswith(("CREATE TABLE", "INSERT", "SELECT count() FROM"))]
     assert all(r["params"].get("database") == "headrace" for r in table_requests)
     inserts = [q.split("`")[1] for q in sql if q.startswith("INSERT")]
@@ -107,6 +109,8 @@ def test_a_wrong_password_to_the_stand_in_server_fails_clearly_without_showing_i
 def test_a_password_in_the_db_option_reaches_the_stand_in_server_only_as_authentication(
         stand_in: StandIn, tmp_path: Path) -> None:
     dsn = stand_in.dsn.replace("bob@", f"bob:{PASSWORD}@")
+    init = cli("db", "init", "--db", dsn, state=tmp_path, password=None)  # read commands never create a store
+    assert init.returncode == 0, init.stderr
     res = cli("db", "query", "SELECT 1 AS one", "--db", dsn, "--json", state=tmp_path, password=None)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == [{"one": 1}]

@@ -18,11 +18,10 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 from bytewax.testing import TestingSink, run_main
 
-from conftest import SHARED_DATA
 from flows.trading import build_flow
 from headrace.config import Config
 from headrace.events import Bar, Fill, InstrumentStatus, MarketSlice, Order, OrderStatus, Position, Target
-from helpers import small_config
+from helpers import SHARED_DATA, small_config
 from sources.formats import read_paths
 from sources.replay import ReplaySource, _ReplayPartition
 from sources.replay_plan import ReplayPlan

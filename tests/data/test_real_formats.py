@@ -10,9 +10,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from conftest import SHARED_DATA
 from headrace.errors import DataSourceError
 from headrace.events import MarketSlice
+from helpers import SHARED_DATA
 from operators.bars.bar_builder import BarBuilder
 from operators.validation.market_checks import MarketValidator
 from sources.formats import read_paths

@@ -24,9 +24,9 @@ import pyarrow.ipc as pa_ipc
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import SHARED_DATA
 from headrace.errors import ConfigError, DataSourceError
 from headrace.events import Quarantined
+from helpers import SHARED_DATA
 from operators.validation.market_checks import MarketValidator
 from sources.formats import read_paths
 from sources.replay_plan import ReplayPlan

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import pickle
 from pathlib import Path
@@ -202,7 +203,7 @@ def test_the_vectorised_jump_path_equals_the_record_by_record_rule(moves, cuts, 
     ts = list(range(1, len(prices) + 1))
     bounds = sorted({0, *[c for c in cuts if c < len(prices)], len(prices)})
     slices = [market_slice("x:A/B", ts[b - 1], trades=trades("x:A/B", ts[a:b], prices[a:b], start_row=a))
-              for a, b in zip(bounds, bounds[1:])]
+              for a, b in itertools.pairwise(bounds)]
     fast_core = MarketValidator(max_jump_sigmas=50.0, max_jump_floor=floor)
     fast = run(fast_core, slices)
     original = mc._no_jump
