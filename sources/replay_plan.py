@@ -674,7 +674,8 @@ def _check_mixing(described: Sequence[tuple[str, str, int, str]]) -> None:
                                               "or the other (bars are built from the ticks)")
         if len(tfs[inst]) > 1:
             raise DataSourceError(path[inst], f"instrument {inst!r} has recorded bars of several lengths "
-                                              f"{sorted(tfs[inst])!r} ns; replay one timeframe per instrument")
+                                              f"{sorted(t // 10**9 for t in tfs[inst])!r} s; choose one with --timeframe "
+                                              "(or name the files to replay)")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -117,24 +117,34 @@ def identify_all(paths: Sequence[str], *, venue: str = "", symbol: str = "") -> 
 
 
 def of_timeframe(specs: Sequence[FileSpec], timeframe: str, options: ReadOptions) -> list[FileSpec]:
-    """Keep trade and quote files and the bar files whose bars are `timeframe` long."""
+    """Keep trade and quote files, and for each instrument its bar files whose bars are `timeframe` long.
+
+    An instrument recorded at one bar length only keeps it (a replay may mix clocks: 1-minute bars of one
+    venue beside 5-minute bars of another); one recorded at several lengths keeps the `timeframe` files,
+    and is refused when it has none of that length.
+    """
     try:
         want = parse_timeframe(timeframe)
     except ValueError as e:
         raise DataSourceError("--timeframe", str(e)) from e
-    kept, seen = [], set()
+    lengths: dict[str, dict[int, list[FileSpec]]] = {}
+    kept: list[FileSpec] = []
     for s in specs:
-        tf = _bar_length(s, options)
-        if s.kind == "bar":
-            seen.add(tf)
-            if tf != want:
-                continue
-        kept.append(s)
+        if s.kind != "bar":
+            kept.append(s)
+            continue
+        lengths.setdefault(f"{s.venue}:{s.symbol}", {}).setdefault(_bar_length(s, options), []).append(s)
+    for inst, by_length in sorted(lengths.items()):
+        if len(by_length) == 1:
+            kept += next(iter(by_length.values()))
+        elif want in by_length:
+            kept += by_length[want]
+        else:
+            found = ", ".join(timeframe_text(t) for t in sorted(by_length))
+            raise DataSourceError("--timeframe", f"instrument {inst!r} is recorded at {found}, not {timeframe}")
     if not kept:
-        found = ", ".join(timeframe_text(t) for t in sorted(seen)) or "none"
-        raise DataSourceError("--timeframe", f"no {timeframe} bars and no trades or quotes in the data (bar lengths "
-                                             f"found: {found})")
-    return kept
+        raise DataSourceError("--timeframe", f"no {timeframe} bars and no trades or quotes in the data")
+    return sorted(kept, key=lambda s: s.path)
 
 
 def open_plan(paths: Sequence[str], config: Config, *, timerange: str = "", timeframe: str = "") -> ReplayPlan:

@@ -62,8 +62,16 @@ def test_of_timeframe_keeps_bar_files_of_that_length_only(tmp_path: Path) -> Non
     assert [Path(s.path).name for s in of_timeframe(specs, "5m", options)] == ["ETH_BTC-5m.feather"]
     assert sorted(Path(s.path).name for s in of_timeframe(specs, "1h", options)) == ["ETH_BTC-1h.feather",
                                                                                       "hourly.feather"]
-    with pytest.raises(DataSourceError, match=r"no 1m bars .*found: 5m, 1h"):
+    with pytest.raises(DataSourceError, match=r"'bittrex:ETH/BTC' is recorded at 5m, 1h, not 1m"):
         of_timeframe(specs, "1m", options)
+    # an instrument recorded at one length keeps it: clocks may differ between instruments
+    (tmp_path / "mixed" / "bittrex").mkdir(parents=True)
+    src.write_ipc(tmp_path / "mixed" / "bittrex" / "LTC_BTC-5m.feather")
+    hourly.write_ipc(tmp_path / "mixed" / "bittrex" / "ETH_BTC-1h.feather")
+    src.write_ipc(tmp_path / "mixed" / "bittrex" / "ETH_BTC-5m.feather")
+    specs = identify_all([str(tmp_path / "mixed")])
+    assert sorted(Path(s.path).name for s in of_timeframe(specs, "1h", options)) == [
+        "ETH_BTC-1h.feather", "LTC_BTC-5m.feather"]
 
 
 def test_open_plan_with_a_timerange_replays_only_those_rows() -> None:
