@@ -347,3 +347,37 @@ def test_a_recovery_dir_refuses_to_resume_with_other_settings_or_data(tmp_path: 
     bad = headrace("replay", "--data", str(tmp_path / "missing"), "--recovery-dir", str(tmp_path / "rec2"),
                    state=tmp_path, check=False)
     assert bad.returncode == 2 and not (tmp_path / "rec2").exists()  # a failed start leaves no run behind
+
+
+# --- golden figures of the demo set -----------------------------------------------------------------------------
+# Pinned once the account's rules were checked by the independent recomputation below (from the feather files
+# with polars, not through headrace's reader): 206 orders, 201 fills, 5 orders expired at the end of the data.
+GOLDEN = {"orders": 206, "fills": 201, "orders_expired": 5, "orders_skipped": 0,
+          "fees": 0.05309220982396915, "final_equity": 0.9329128451706163}
+
+
+def test_demo_golden_figures_and_an_independent_recomputation_of_every_fill(
+        two_runs: tuple[Path, dict, dict]) -> None:
+    state, a, _ = two_runs
+    for key, value in GOLDEN.items():
+        assert a[key] == pytest.approx(value, rel=1e-9), key
+    bars = {}
+    for f in sorted(DEMO.glob("*.feather")):
+        base, quote = f.name.split("-")[0].split("_")
+        df = pl.read_ipc(f).sort("date")
+        bars[f"bittrex:{base}/{quote}"] = (
+            dict(zip(df["date"].dt.epoch("ns").to_list(), df["open"].to_list())), df["close"][-1])
+    half_spread, fee_rate = 10.0 / 1e4, 25.0 / 1e4  # [venues.bittrex] of the default config; bars carry no quotes
+    cash, fees, held = 1.0, 0.0, dict.fromkeys(bars, 0.0)
+    for f in fills_of("run-a", state):
+        opens, _ = bars[f["instrument"]]
+        sign = 1.0 if f["side"] == "buy" else -1.0
+        expected = opens[f["ts_event"]] * (1.0 + sign * half_spread)  # the open of the bar starting at the fill
+        assert f["price"] == pytest.approx(expected, rel=1e-12)
+        fee = f["price"] * f["amount"] * fee_rate
+        cash -= sign * f["price"] * f["amount"] + fee
+        fees += fee
+        held[f["instrument"]] += sign * f["amount"]
+    equity = cash + sum(amount * bars[i][1] for i, amount in held.items())
+    assert fees == pytest.approx(a["fees"], rel=1e-9)
+    assert equity == pytest.approx(a["final_equity"], rel=1e-9)
