@@ -33,21 +33,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _report import emit, log
+
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 7
 SIZES = (2_000_000, 8_000_000, 32_000_000)
 EAGER_UP_TO = 8_000_000
 EPOCH_S = 10.0
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def emit(name: str, value: float | int) -> None:
-    text = f"{value:.0f}" if isinstance(value, float) and value >= 100 else (
-        f"{value:.3g}" if isinstance(value, float) else str(value))
-    print(f"{name}: {text}", flush=True)
 
 
 def status_mb(field: str) -> float:

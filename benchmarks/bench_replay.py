@@ -43,6 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _report import emit, log
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -65,16 +66,6 @@ WARMUP_TICKS = 200_000
 SEED = 7
 REPEATS = 3
 EPOCH_S = 10.0  # what `headrace replay` uses without a recovery dir: epochs only pace sink flushes
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def emit(name: str, value: float | int) -> None:
-    text = f"{value:.0f}" if isinstance(value, float) and value >= 100 else (
-        f"{value:.3g}" if isinstance(value, float) else str(value))
-    print(f"{name}: {text}", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------

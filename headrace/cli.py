@@ -319,12 +319,13 @@ def positions(
         raise typer.Exit(1)
     t = Table(title=f"positions of run {run_id}")
     for c in ("venue", "asset", "quote", "amount", "avg price", "mark", "unrealised", "realised", "fees",
-              "net pnl", "value (account)"):
-        t.add_column(c, justify="left" if c in ("venue", "asset", "quote") else "right")
+              "net pnl", "value (account)", "marked at"):
+        t.add_column(c, justify="left" if c in ("venue", "asset", "quote", "marked at") else "right")
     for r in rows:
+        marked = r["mark_ts"][:16].replace("T", " ") + (" (stale)" if r["stale"] else "")
         t.add_row(r["venue"], r["asset"], r["quote"], f"{r['amount']:.8g}", f"{r['avg_price']:.8g}",
                   f"{r['mark']:.8g}", f"{r['unrealized_pnl']:.6g}", f"{r['realized_pnl']:.6g}", f"{r['fees']:.6g}",
-                  f"{r['net_pnl']:.6g}", f"{r['value_account']:.6g}")
+                  f"{r['net_pnl']:.6g}", f"{r['value_account']:.6g}", marked)
     out.print(t)
 
 

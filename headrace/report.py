@@ -354,6 +354,8 @@ SELECT
     argMax(realized_pnl, ts_event)    AS realized_pnl,
     argMax(fees, ts_event)            AS fees,
     argMax(value_account, ts_event)   AS value_account,
+    argMax(stale, ts_event)           AS stale,
+    argMax(mark_ts, ts_event)         AS mark_ts,
     max(ts_event)                     AS as_of
 FROM positions FINAL
 WHERE run_id = {run:String}
@@ -370,7 +372,9 @@ def positions(db: Queryable, run_id: str) -> list[dict[str, Any]]:
     rows = db.query(POSITIONS_SQL, {"run": run_id})
     for r in rows:
         r["net_pnl"] = r["realized_pnl"] + r["unrealized_pnl"] - r["fees"]
-        r["as_of"] = r["as_of"].isoformat() if hasattr(r["as_of"], "isoformat") else str(r["as_of"])
+        for k in ("as_of", "mark_ts"):
+            r[k] = r[k].isoformat() if hasattr(r[k], "isoformat") else str(r[k])
+        r["stale"] = bool(r["stale"])
     return rows
 
 

@@ -74,3 +74,36 @@ def demo_plan(rows: int = 600, chunk_rows: int = 500):  # type: ignore[no-untype
     cut = [f.__class__(instrument=f.instrument, kind=f.kind, timeframe_ns=f.timeframe_ns, path=f.path,
                        frame=f.frame.head(rows)) for f in frames]
     return ReplayPlan.build(cut, chunk_rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A replay that crashes in the middle, for resume tests.
+
+from bytewax.inputs import StatefulSourcePartition  # noqa: E402
+
+from sources.replay import ReplaySource  # noqa: E402
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingSource(ReplaySource):
+    """Raise after `after` slices: a crash in the middle of a replay."""
+
+    def __init__(self, plan: object, after: int) -> None:
+        super().__init__(plan)  # type: ignore[arg-type]
+        self.after = after
+
+    def build_part(self, step_id: str, for_part: str, resume_state: object) -> StatefulSourcePartition:  # type: ignore[override]
+        part = super().build_part(step_id, for_part, resume_state)  # type: ignore[arg-type]
+        inner = part.next_batch
+        after = self.after
+
+        def next_batch() -> list[MarketSlice]:
+            if part.next >= after:
+                raise Crash(f"crash at slice {part.next}")
+            return inner()
+
+        part.next_batch = next_batch  # type: ignore[method-assign]
+        return part

@@ -20,10 +20,10 @@ from bytewax.testing import TestingSink, run_main
 
 from flows.trading import build_flow
 from headrace.config import Config
-from headrace.events import Bar, Fill, InstrumentStatus, MarketSlice, Order, OrderStatus, Position, Target
-from helpers import SHARED_DATA, small_config
+from headrace.events import Bar, Fill, InstrumentStatus, Order, OrderStatus, Position, Target
+from helpers import SHARED_DATA, CrashingSource, small_config
 from sources.formats import read_paths
-from sources.replay import ReplaySource, _ReplayPartition
+from sources.replay import ReplaySource
 from sources.replay_plan import ReplayPlan
 
 pytestmark = pytest.mark.skipif(not SHARED_DATA.exists(), reason="needs ../shared/data beside the repo")
@@ -139,29 +139,6 @@ def test_cross_venue_replay_gives_the_same_result_with_two_workers(plan: ReplayP
     assert by_id(two) == by_id(straight)
 
 
-class _Crash(Exception):
-    pass
-
-
-class CrashingSource(ReplaySource):
-    """Raise after `after` slices: a crash in the middle of a replay."""
-
-    def __init__(self, plan: ReplayPlan, after: int) -> None:
-        super().__init__(plan)
-        self.after = after
-
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ReplayPartition:
-        part = super().build_part(step_id, for_part, resume_state)
-        inner = part.next_batch
-        after = self.after
-
-        def next_batch() -> list[MarketSlice]:
-            if part.next >= after:
-                raise _Crash(f"crash at slice {part.next}")
-            return inner()
-
-        part.next_batch = next_batch  # type: ignore[method-assign]
-        return part
 
 
 def test_cross_venue_replay_resumed_after_a_crash_equals_an_uninterrupted_run(plan: ReplayPlan, straight: list[Any],

@@ -14,7 +14,7 @@ from bytewax.testing import TestingSink, run_main
 from flows.trading import build_flow, wiring
 from headrace.config import Config, parse_duration
 from headrace.events import Fill, MarketSlice
-from helpers import small_config
+from helpers import CrashingSource, small_config
 from operators.bars.bar_builder import BarBuilder
 from operators.features.bar_features import BarFeatures
 from operators.portfolio.cross_section import CrossSectionCore
@@ -22,7 +22,7 @@ from operators.portfolio.sizing import VolTargetSizer
 from operators.positions.account import Account
 from operators.signals.momentum import CrossSectionalMomentum
 from operators.validation.market_checks import MarketValidator
-from sources.replay import ReplaySource, _ReplayPartition
+from sources.replay import ReplaySource
 from sources.replay_plan import ReplayPlan
 
 
@@ -107,29 +107,6 @@ def test_two_workers_give_the_same_fills_as_one(demo_plan: ReplayPlan) -> None:
     assert by_id(one) == by_id(two)
 
 
-class _Crash(Exception):
-    pass
-
-
-class CrashingSource(ReplaySource):
-    """Raise after `after` slices: a crash in the middle of a replay."""
-
-    def __init__(self, plan: ReplayPlan, after: int) -> None:
-        super().__init__(plan)
-        self.after = after
-
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ReplayPartition:
-        part = super().build_part(step_id, for_part, resume_state)
-        inner = part.next_batch
-        after = self.after
-
-        def next_batch() -> list[MarketSlice]:
-            if part.next >= after:
-                raise _Crash(f"crash at slice {part.next}")
-            return inner()
-
-        part.next_batch = next_batch  # type: ignore[method-assign]
-        return part
 
 
 @pytest.mark.parametrize("crash_at", [1, 5, 9])
