@@ -673,9 +673,9 @@ def _check_mixing(described: Sequence[tuple[str, str, int, str]]) -> None:
             raise DataSourceError(path[inst], f"instrument {inst!r} has both recorded bars and ticks; replay one "
                                               "or the other (bars are built from the ticks)")
         if len(tfs[inst]) > 1:
-            raise DataSourceError(path[inst], f"instrument {inst!r} has recorded bars of several lengths "
-                                              f"{sorted(t // 10**9 for t in tfs[inst])!r} s; choose one with --timeframe "
-                                              "(or name the files to replay)")
+            lengths = sorted(t // 10**9 for t in tfs[inst])
+            raise DataSourceError(path[inst], f"instrument {inst!r} has recorded bars of several lengths {lengths!r} s;"
+                                              " choose one with --timeframe (or name the files to replay)")
 
 
 # --------------------------------------------------------------------------------------------------
