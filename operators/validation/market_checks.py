@@ -177,22 +177,26 @@ def _identity(chunk: MarketChunk, idx: npt.NDArray[np.intp]) -> list[str] | None
 
 
 def _log_prices(chunk: MarketChunk, idx: npt.NDArray[np.intp]) -> tuple[F64, F64, F64, str]:
-    # (log price, lowest and highest log of the prices checked, what the price is) of rows `idx`
+    # (log price, lowest and highest log of the prices checked, what the price is) of rows `idx`;
+    # log is monotone, so the lowest log is the log of the lowest price (NaN propagates through both)
+    def col(a: F64) -> F64:
+        return a if len(idx) == len(a) else a[idx]  # every row (the common case): no copy
+
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if isinstance(chunk, BarChunk):
-            ref = np.log(chunk.close[idx])
-            each = np.log(np.stack([chunk.open[idx], chunk.high[idx], chunk.low[idx], chunk.close[idx]]))
-            name = "close"
-        elif isinstance(chunk, TradeChunk):
-            ref = np.log(chunk.price[idx])
-            each = ref[None, :]
-            name = "price"
-        else:
-            bid, ask = chunk.bid[idx], chunk.ask[idx]
-            ref = np.log(bid / 2 + ask / 2)
-            each = np.log(np.stack([bid, ask]))
-            name = "mid"
-    return ref, each.min(axis=0), each.max(axis=0), name
+            o, h, lo, c = col(chunk.open), col(chunk.high), col(chunk.low), col(chunk.close)
+            ref = np.log(c)
+            low = np.log(np.minimum(np.minimum(o, h), np.minimum(lo, c)))
+            high = np.log(np.maximum(np.maximum(o, h), np.maximum(lo, c)))
+            return ref, low, high, "close"
+        if isinstance(chunk, TradeChunk):
+            ref = np.log(col(chunk.price))
+            return ref, ref, ref, "price"
+        bid, ask = col(chunk.bid), col(chunk.ask)
+        return np.log(bid / 2 + ask / 2), np.log(np.minimum(bid, ask)), np.log(np.maximum(bid, ask)), "mid"
+
+
+_DECAY = _BETA ** np.arange(1 << 16, dtype=np.float64)  # _DECAY[k] = _BETA ** k, for the EWMA as a weighted sum
 
 
 def _no_jump(ref: F64, lows: F64, highs: F64, state: StreamState, floor: float) -> StreamState | None:
@@ -207,7 +211,10 @@ def _no_jump(ref: F64, lows: F64, highs: F64, state: StreamState, floor: float) 
         return None
     r = cur - prev
     m = len(r)
-    var = state.var * _BETA ** m + _ALPHA * float(np.dot(_BETA ** np.arange(m - 1, -1, -1, dtype=np.float64), r * r))
+    if m == 0:
+        return dataclasses.replace(state, last_log=float(ref[-1]), pending=())
+    decay = _DECAY[m - 1::-1] if m <= len(_DECAY) else _BETA ** np.arange(m - 1, -1, -1, dtype=np.float64)
+    var = state.var * _BETA ** m + _ALPHA * float(np.dot(decay, r * r))
     return dataclasses.replace(state, last_log=float(ref[-1]), var=var, pending=())
 
 
