@@ -77,7 +77,41 @@ def demo_plan(rows: int = 600, chunk_rows: int = 500):  # type: ignore[no-untype
 
 
 # ---------------------------------------------------------------------------------------------------
-# A replay that crashes in the middle, for resume tests.
+# Running the real flow in tests: every row it writes collected in memory; a replay that crashes midway.
+
+from datetime import timedelta  # noqa: E402
+from typing import Any  # noqa: E402
+
+from bytewax.recovery import RecoveryConfig  # noqa: E402
+from bytewax.run import cli_main  # noqa: E402
+from bytewax.testing import TestingSink, run_main  # noqa: E402
+
+
+def flatten(items: list[tuple[str, Any]]) -> list[Any]:
+    out: list[Any] = []
+    for _, v in items:
+        out += v if isinstance(v, list) else [v]
+    return out
+
+
+def by_id(events: list[Any]) -> dict[str, Any]:
+    return {e.event_id: e for e in events}
+
+
+def run_flow(plan: Any, config: Config, *, workers: int = 1, source: Any = None, recovery: Path | None = None,
+             got: list[tuple[str, Any]] | None = None) -> list[Any]:
+    """Run the trading flow of `plan` (one worker, or `workers` threads), return every row it wrote."""
+    from flows.trading import build_flow
+
+    got = [] if got is None else got
+    flow = build_flow(plan, config, "test", source=source, sink=TestingSink(got))
+    rc = RecoveryConfig(str(recovery)) if recovery else None
+    if workers == 1:
+        run_main(flow, epoch_interval=timedelta(0), recovery_config=rc)
+    else:
+        cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(0), recovery_config=rc)
+    return flatten(got)
+
 
 from bytewax.inputs import StatefulSourcePartition  # noqa: E402
 

@@ -8,22 +8,18 @@ The slice: 2023-03-20 00:00 to 03-22 06:00, where Binance.US ends (03-21 23:59) 
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
-from bytewax.recovery import RecoveryConfig, init_db_dir
-from bytewax.run import cli_main
-from bytewax.testing import TestingSink, run_main
+from bytewax.recovery import init_db_dir
 
-from flows.trading import build_flow
 from headrace.config import Config
 from headrace.events import Bar, Fill, InstrumentStatus, Order, OrderStatus, Position, Target
-from helpers import SHARED_DATA, CrashingSource, small_config
+from helpers import SHARED_DATA, CrashingSource, by_id, flatten, run_flow, small_config
 from sources.formats import read_paths
-from sources.replay import ReplaySource
 from sources.replay_plan import ReplayPlan
 
 pytestmark = pytest.mark.skipif(not SHARED_DATA.exists(), reason="needs ../shared/data beside the repo")
@@ -52,29 +48,6 @@ def plan() -> ReplayPlan:
 
 def config(*extra: str) -> Config:
     return small_config(*USD, *extra)
-
-
-def flatten(items: list[tuple[str, Any]]) -> list[Any]:
-    out: list[Any] = []
-    for _, v in items:
-        out += v if isinstance(v, list) else [v]
-    return out
-
-
-def run_flow(plan: ReplayPlan, cfg: Config, *, workers: int = 1, source: ReplaySource | None = None,
-             recovery: Path | None = None, got: list[tuple[str, Any]] | None = None) -> list[Any]:
-    got = [] if got is None else got
-    flow = build_flow(plan, cfg, "test", source=source, sink=TestingSink(got))
-    rc = RecoveryConfig(str(recovery)) if recovery else None
-    if workers == 1:
-        run_main(flow, epoch_interval=timedelta(0), recovery_config=rc)
-    else:
-        cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(0), recovery_config=rc)
-    return flatten(got)
-
-
-def by_id(events: list[Any]) -> dict[str, Any]:
-    return {e.event_id: e for e in events}
 
 
 def of(kind: type, events: list[Any]) -> list[Any]:

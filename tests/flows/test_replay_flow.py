@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bytewax.recovery import RecoveryConfig, init_db_dir
-from bytewax.run import cli_main
-from bytewax.testing import TestingSink, run_main
+from bytewax.recovery import init_db_dir
 
-from flows.trading import build_flow, wiring
+from flows.trading import wiring
 from headrace.config import Config, parse_duration
 from headrace.events import Fill, MarketSlice
-from helpers import CrashingSource, small_config
+from helpers import CrashingSource, by_id, flatten, run_flow, small_config
 from operators.bars.bar_builder import BarBuilder
 from operators.features.bar_features import BarFeatures
 from operators.portfolio.cross_section import CrossSectionCore
@@ -22,27 +19,7 @@ from operators.portfolio.sizing import VolTargetSizer
 from operators.positions.account import Account
 from operators.signals.momentum import CrossSectionalMomentum
 from operators.validation.market_checks import MarketValidator
-from sources.replay import ReplaySource
 from sources.replay_plan import ReplayPlan
-
-
-def flatten(items: list[tuple[str, Any]]) -> list[Any]:
-    out: list[Any] = []
-    for _, v in items:
-        out += v if isinstance(v, list) else [v]
-    return out
-
-
-def run_flow(plan: ReplayPlan, config: Config, *, workers: int = 1, source: ReplaySource | None = None,
-             recovery: Path | None = None, got: list[tuple[str, Any]] | None = None) -> list[Any]:
-    got = [] if got is None else got
-    flow = build_flow(plan, config, "test", source=source, sink=TestingSink(got))
-    rc = RecoveryConfig(str(recovery)) if recovery else None
-    if workers == 1:
-        run_main(flow, epoch_interval=timedelta(0), recovery_config=rc)
-    else:
-        cli_main(flow, workers_per_process=workers, epoch_interval=timedelta(0), recovery_config=rc)
-    return flatten(got)
 
 
 def plain_loop(plan: ReplayPlan, config: Config) -> list[Any]:
@@ -81,10 +58,6 @@ def plain_loop(plan: ReplayPlan, config: Config) -> list[Any]:
         out.extend(account.update(cs))
     out.extend(account.flush())
     return out
-
-
-def by_id(events: list[Any]) -> dict[str, Any]:
-    return {e.event_id: e for e in events}
 
 
 def fills(events: list[Any]) -> list[Fill]:
