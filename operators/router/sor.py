@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Literal
 
 from headrace.events import stable_id
-from operators.execution.markets import Market, Rounded, Skipped, check_order, dec, round_price
+from operators.execution.markets import Market, Rounded, Skipped, check_order, dec, round_amount, round_price
 
 Side = Literal["buy", "sell"]
 
@@ -129,6 +129,7 @@ class _State:
     levels: list[Level]  # inside band and limit, best first
     depth: float
     cap: float = math.inf  # base units
+    max_cap: float = math.inf  # the market's maximum amount, in base units
     cap_units: Decimal | None = None  # the rounded order amount the cap stands for
     ceiling: float | None = None  # quote price the rounded limit reaches (buy: at most; sell: at least)
     reason: str = ""
@@ -145,11 +146,17 @@ def _net(side: str, price: float, fx: float, fee: float) -> float:
     return price * fx * (1 + fee) if side == "buy" else price * fx * (1 - fee)
 
 
+def _rank(side: str, st: _State, lv: Level) -> float:
+    """Sort key of a level: its net price in account currency, best (lowest key) first."""
+    net = _net(side, lv.price, st.fx, st.cand.fee_rate)
+    return net if side == "buy" else -net
+
+
 def _walk(levels: Sequence[Level], amount: float) -> tuple[float, float, float]:
     """Take `amount` from `levels` in order: (amount taken, notional, worst price touched)."""
     left, notional, worst = amount, 0.0, math.nan
     for lv in levels:
-        if left <= 0:
+        if left <= amount * _EPS:  # what float sums leave over is not a level to touch
             break
         take = min(lv.amount, left)
         notional += take * lv.price
@@ -175,12 +182,10 @@ def _greedy(states: list[_State], side: Side, amount: float) -> None:
         st.alloc = 0.0
         if st.reason:
             continue
-        fee = st.cand.fee_rate
         for j, lv in enumerate(st.levels):
             if st.ceiling is not None and not _better(side, lv.price, st.ceiling):
                 break
-            net = _net(side, lv.price, st.fx, fee)
-            ranked.append((net if side == "buy" else -net, st.cand.instrument, j, i))
+            ranked.append((_rank(side, st, lv), st.cand.instrument, j, i))
     ranked.sort()
     budget = [st.cand.available for st in states]
     left = amount
@@ -202,32 +207,33 @@ def _greedy(states: list[_State], side: Side, amount: float) -> None:
         left -= take
 
 
-def _settle(st: _State, side: Side, band: float, parent_limit: float | None) -> bool:
-    """Round the state's allocation; return True when this changed what the next allocation may give it."""
+def _settle(st: _State, side: Side, band: float, parent_limit: float | None) -> str:
+    """Round the state's allocation: "" when it stands as it is, else what changed.
+
+    "skipped" (the share breaks a rule: the candidate is out), "ceiling" (the rounded limit no longer crosses
+    its worst level: that level is out), "truncated" (the amount rounded down; `result` holds the rounded order).
+    """
     st.result = None
     if st.alloc <= 0:
-        return False
+        return ""
     levels = [lv for lv in st.levels if st.ceiling is None or _better(side, lv.price, st.ceiling)]
-    _, _, worst = _walk(levels, st.alloc)
-    limit = _limit(st, side, worst, band, parent_limit)
     cs = st.market.contract_size
     at_cap = st.cap_units is not None and st.alloc >= st.cap * (1 - _EPS)
-    units = st.cap_units if at_cap and st.cap_units is not None else dec(st.alloc) / cs
-    r = check_order(st.market, side, units, limit)
+    units = st.cap_units if at_cap and st.cap_units is not None else round_amount(st.market, dec(st.alloc) / cs)
+    _, _, worst = _walk(levels, float(units * cs) if units > 0 else st.alloc)
+    limit = _limit(st, side, worst, band, parent_limit)
+    r = check_order(st.market, side, units if units > 0 else dec(st.alloc) / cs, limit)
     if isinstance(r, Skipped):
         st.reason = r.reason
-        return True
+        return "skipped"
     if not _better(side, worst, float(r.price)):  # the rounded limit no longer reaches the worst level
         st.ceiling = float(r.price)
-        return True
+        return "ceiling"
     base = float(r.amount * cs)
-    if base < st.alloc * (1 - _EPS) and st.cap_units != r.amount:
-        st.cap, st.cap_units = base, r.amount
-        return True
     taken, notional, _ = _walk(levels, base)
     price = notional / taken if taken > 0 else float(r.price)
     st.result = (r, base, price, price * base * st.cand.fee_rate)
-    return False
+    return "truncated" if base < st.alloc * (1 - _EPS) and st.cap_units != r.amount else ""
 
 
 def _usable(c: Candidate, side: Side) -> tuple[str, list[Level]]:
@@ -294,7 +300,7 @@ def route(parent: Parent, candidates: Sequence[Candidate]) -> RoutePlan:
                       or _better(side, lv.price * fx, parent.limit_price)]
             st = _State(c, c.market, fx, inside, sum(lv.amount for lv in inside))
             if c.market.max_amount is not None:
-                st.cap = float(c.market.max_amount * c.market.contract_size)
+                st.max_cap = st.cap = float(c.market.max_amount * c.market.contract_size)
             if not why:
                 why = OUTSIDE_BAND if not in_band else BEYOND_LIMIT if not inside else ""
             st.reason = why
@@ -302,11 +308,23 @@ def route(parent: Parent, candidates: Sequence[Candidate]) -> RoutePlan:
         reasons.append(why)
         states.append(st)
 
-    for _ in range(4 * sum(len(st.levels) + 2 for st in live) + 4):  # each round drops or caps something
+    # Settle: a skipped share or a dropped level frees amount for everyone, so the truncation caps start over;
+    # otherwise the best-ranked truncated candidate is fixed at its rounded amount and the rest re-allocated.
+    # Each round drops a candidate or a level (at most n + levels times) or fixes one more candidate.
+    n = len(live)
+    for _ in range((n + sum(len(st.levels) for st in live) + 1) * (n + 1) + 1):
         _greedy(live, side, parent.amount)
-        changed = [_settle(st, side, band, parent.limit_price) for st in live if not st.reason]
-        if not any(changed):
+        outcome = [(_settle(st, side, band, parent.limit_price), st) for st in live if not st.reason]
+        if any(what in ("skipped", "ceiling") for what, _ in outcome):
+            for st in live:
+                st.cap, st.cap_units = st.max_cap, None
+            continue
+        truncated = [st for what, st in outcome if what == "truncated"]
+        if not truncated:
             break
+        first = min(truncated, key=lambda st: (_rank(side, st, st.levels[0]), st.cand.instrument))
+        assert first.result is not None
+        first.cap, first.cap_units = first.result[1], first.result[0].amount
 
     children: list[Child] = []
     reports: list[CandidateReport] = []
@@ -314,6 +332,9 @@ def route(parent: Parent, candidates: Sequence[Candidate]) -> RoutePlan:
         best = _net(side, top[0].price, c.fx, c.fee_rate) if c.fx is not None and c.fx > 0 and top else None
         if st is None or st.result is None:
             reason = why or (st.reason if st is not None else "") or NOT_NEEDED
+            if reason == NOT_NEEDED and st is not None and st.ceiling is not None and not any(
+                    _better(side, lv.price, st.ceiling) for lv in st.levels):
+                reason = OUTSIDE_BAND  # its limit can only be put on the grid outside the band
             reports.append(CandidateReport(c.instrument, c.depth_source, best, st.depth if st else 0.0, 0.0, None,
                                            reason))
             continue
