@@ -175,24 +175,26 @@ def _limit(st: _State, side: Side, worst: float, band: float, parent_limit: floa
     return round_price(m, worst, side)
 
 
-def _greedy(states: list[_State], side: Side, amount: float) -> None:
-    """Allocate `amount` over the ranked levels of the states still in play, within balances and caps."""
-    ranked = []
-    for i, st in enumerate(states):
-        st.alloc = 0.0
-        if st.reason:
-            continue
-        for j, lv in enumerate(st.levels):
-            if st.ceiling is not None and not _better(side, lv.price, st.ceiling):
-                break
-            ranked.append((_rank(side, st, lv), st.cand.instrument, j, i))
+def _ranking(states: list[_State], side: Side) -> list[tuple[float, str, int, int]]:
+    """Every level of the states in play, best net price first: (key, instrument, level index, state index)."""
+    ranked = [(_rank(side, st, lv), st.cand.instrument, j, i)
+              for i, st in enumerate(states) if not st.reason for j, lv in enumerate(st.levels)]
     ranked.sort()
+    return ranked
+
+
+def _greedy(states: list[_State], ranked: list[tuple[float, str, int, int]], side: Side, amount: float) -> None:
+    """Allocate `amount` over the ranked levels of the states still in play, within balances, caps and ceilings."""
+    for st in states:
+        st.alloc = 0.0
     budget = [st.cand.available for st in states]
     left = amount
     for _, _, j, i in ranked:
         if left <= amount * _EPS:
             break
         st, lv = states[i], states[i].levels[j]
+        if st.reason or (st.ceiling is not None and not _better(side, lv.price, st.ceiling)):
+            continue
         take = min(lv.amount, left, st.cap - st.alloc)
         if side == "buy":
             unit = lv.price * (1 + st.cand.fee_rate)
@@ -312,8 +314,9 @@ def route(parent: Parent, candidates: Sequence[Candidate]) -> RoutePlan:
     # otherwise the best-ranked truncated candidate is fixed at its rounded amount and the rest re-allocated.
     # Each round drops a candidate or a level (at most n + levels times) or fixes one more candidate.
     n = len(live)
+    ranked = _ranking(live, side)
     for _ in range((n + sum(len(st.levels) for st in live) + 1) * (n + 1) + 1):
-        _greedy(live, side, parent.amount)
+        _greedy(live, ranked, side, parent.amount)
         outcome = [(_settle(st, side, band, parent.limit_price), st) for st in live if not st.reason]
         if any(what in ("skipped", "ceiling") for what, _ in outcome):
             for st in live:
