@@ -468,7 +468,12 @@ _SCHEMA = {"ts_event": pl.Int64, "ts_recv": pl.Int64, "bid": pl.Float64, "ask": 
 
 def _frame(spec: FileSpec, inst: str, recs: list[tuple[Any, ...]]) -> ParsedFrame:
     df = pl.DataFrame(recs, schema=_SCHEMA, orient="row")
-    return formats.ParsedFrame(instrument=inst, kind="quote", timeframe_ns=0, path=spec.path, frame=df, ts_unit="book")
+    return formats.ParsedFrame(instrument=inst, kind="quote", timeframe_ns=0, path=spec.path, frame=df,
+                               ts_unit=_TS_UNIT.get(spec.format, ""))
+
+
+_TS_UNIT = {"book_binance_depth": "ms", "book_tardis_snapshot": "us", "book_tardis_incremental": "us",
+            "book_bybit": "ms"}
 
 
 def count_lines(path: str) -> int:

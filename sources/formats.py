@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 Kind = Literal["bar", "trade", "quote"]
 
-_EXTS = (".csv", ".csv.gz", ".parquet", ".feather", ".arrow", ".ipc")
+_EXTS = (".csv", ".csv.gz", ".parquet", ".feather", ".arrow", ".ipc", ".data.zip")  # .data.zip: Bybit order books
 _QUOTES = ("USDT", "USDC", "BUSD", "TUSD", "FDUSD", "USD", "EUR", "GBP", "JPY", "AUD", "TRY", "BTC", "ETH", "BNB",
            "XBT", "DAI")
 _ALIASES = {"XBT": "BTC", "XDG": "DOGE"}
@@ -155,6 +155,8 @@ def identify(path: str, *, venue: str = "", symbol: str = "", timeframe: str = "
     file, when the format, venue or symbol cannot be told.
     """
     p = Path(path)
+    if book := _book_spec(path, venue, symbol):  # order books replay as the quotes of their top of book
+        return book
     name = p.name
     stem = re.sub(r"\.(csv\.gz|csv|parquet|feather|arrow|ipc)$", "", name, flags=re.I)
     ext = name[len(stem):].lower()
@@ -191,7 +193,7 @@ def identify(path: str, *, venue: str = "", symbol: str = "", timeframe: str = "
         v = venue or _VENUE_ALIASES.get(exch, exch)
         sym = split_symbol(stem.split("_")[-1])
     elif "book" in stem.lower() or "depth" in stem.lower():
-        raise DataSourceError(path, "order-book files are not supported yet")
+        raise DataSourceError(path, "unknown order-book file layout (see docs/data.md, Order books)")
     elif re.fullmatch(r"[A-Z0-9]+", stem) and ext in (".csv", ".csv.gz"):  # Kraken trades: BCHEUR.csv
         fmt, kind, sym = "kraken_trades", "trade", split_symbol(stem)
     elif sniffed := _sniff(path, ext):  # any other name: tell the kind from the columns
@@ -212,6 +214,21 @@ def identify(path: str, *, venue: str = "", symbol: str = "", timeframe: str = "
         except ValueError as e:
             raise DataSourceError(path, str(e)) from e
     return FileSpec(path=path, format=fmt, kind=kind, venue=v.lower(), symbol=sym, timeframe_ns=tf_ns)
+
+
+def _book_spec(path: str, venue: str, symbol: str) -> FileSpec | None:
+    from sources import book_files  # it reads through this module
+
+    got = book_files.identify_book(path)
+    if got is None:
+        return None
+    fmt, v, sym = got
+    v = venue or v or _venue_from_path(Path(path))
+    sym = symbol or sym
+    if not v or not sym:
+        raise DataSourceError(path, "cannot tell the venue or symbol of this order book from the path; "
+                                    "pass --venue <ccxt id> and --symbol BASE/QUOTE")
+    return FileSpec(path=path, format=fmt, kind="quote", venue=v.lower(), symbol=sym, timeframe_ns=0)
 
 
 def _sniff(path: str, ext: str) -> tuple[str, Kind] | None:
@@ -824,6 +841,11 @@ def _guarded(spec: FileSpec, frames: Iterator[ParsedFrame]) -> Iterator[ParsedFr
 
 
 def _iter(spec: FileSpec, options: ReadOptions, batch_rows: int | None, start_row: int) -> Iterator[ParsedFrame]:
+    if spec.format.startswith("book_"):
+        from sources import book_files
+
+        yield from book_files.quote_frames(spec, options, batch_rows, start_row)
+        return
     path, tf = spec.path, spec.timeframe_ns
     head = _head(path, spec.format)
     layout = _layout(spec.format, head.columns)
