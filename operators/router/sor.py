@@ -27,6 +27,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import pairwise
 from typing import Literal
 
 from headrace.events import stable_id
@@ -281,8 +282,13 @@ def route(parent: Parent, candidates: Sequence[Candidate]) -> RoutePlan:
         raise ValueError(f"parent {parent.parent_id}: amount must be a positive number, got {parent.amount}")
     if parent.side not in ("buy", "sell"):
         raise ValueError(f"parent {parent.parent_id}: side must be 'buy' or 'sell', got {parent.side!r}")
+    if not parent.band_bps >= 0:
+        raise ValueError(f"parent {parent.parent_id}: band_bps must be >= 0, got {parent.band_bps}")
     side = parent.side
     ordered = sorted(candidates, key=lambda c: c.instrument)
+    twice = sorted({a.instrument for a, b in pairwise(ordered) if a.instrument == b.instrument})
+    if twice:
+        raise ValueError(f"parent {parent.parent_id}: candidate instruments appear more than once: {twice}")
     pre = [_usable(c, side) for c in ordered]
     # band reference: the best top of book in account currency, before fees, over every priced candidate
     tops = [lv[0].price * c.fx for c, (why, lv) in zip(ordered, pre)

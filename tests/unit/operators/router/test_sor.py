@@ -362,6 +362,10 @@ def test_bad_parents_are_refused() -> None:
         route(Parent("p", "acc", "BTC", "buy", 0.0, 0), [])
     with pytest.raises(ValueError, match="side must be"):
         route(Parent("p", "acc", "BTC", "short", 1.0, 0), [])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="band_bps must be >= 0"):
+        route(Parent("p", "acc", "BTC", "buy", 1.0, 0, band_bps=-1), [])
+    with pytest.raises(ValueError, match=r"more than once: \['a:BTC/USDT'\]"):
+        route(Parent("p", "acc", "BTC", "buy", 1.0, 0), [cand("a", [(1.0, 1.0)]), cand("a", [(2.0, 1.0)])])
 
 
 @needs_markets
