@@ -38,6 +38,9 @@ app.add_typer(dashboards_app, name="dashboards")
 from headrace.cli_venues import register  # noqa: E402  # venues, venues snapshot, live, paper
 
 register(app)
+from headrace.cli_venues import register  # noqa: E402  # venues, venues snapshot, live, paper
+
+register(app)
 
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 240)  # piped: no truncated tables
 err = Console(stderr=True, soft_wrap=True)  # one line per message, whatever the terminal's width
