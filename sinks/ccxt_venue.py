@@ -169,7 +169,7 @@ def order_status(o: Mapping[str, Any]) -> OrderState:
 def parse_order(venue: str, o: Mapping[str, Any], client_id: str | None = None) -> VenueOrder:
     """Turn a ccxt unified order into a `VenueOrder` (`client_id` when the venue does not echo it)."""
     return VenueOrder(client_id=o.get("clientOrderId") or client_id or "", venue_id=o.get("id"),
-                      instrument=f"{venue}:{o['symbol']}", side=str(o.get("side")), amount=_f(o.get("amount")),
+                      instrument=f"{venue}:{o['symbol']}", side=str(o.get("side") or ""), amount=_f(o.get("amount")),
                       price=None if o.get("price") is None else float(o["price"]), filled=_f(o.get("filled")),
                       average=None if o.get("average") is None else float(o["average"]), status=order_status(o),
                       ts=_ns(o.get("lastUpdateTimestamp") or o.get("timestamp")))
@@ -186,7 +186,7 @@ def parse_fill(venue: str, t: Mapping[str, Any]) -> VenueFill:
     """Turn a ccxt unified trade of the account into a `VenueFill`."""
     fee = t.get("fee") or {}
     return VenueFill(fill_id=str(t["id"]), client_id=t.get("clientOrderId"), venue_order_id=t.get("order"),
-                     instrument=f"{venue}:{t['symbol']}", side=str(t.get("side")), price=_f(t.get("price")),
+                     instrument=f"{venue}:{t['symbol']}", side=str(t.get("side") or ""), price=_f(t.get("price")),
                      amount=_f(t.get("amount")), fee=_f(fee.get("cost")), fee_currency=fee.get("currency"),
                      ts=_ns(t.get("timestamp")) or 0)
 
