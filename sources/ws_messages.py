@@ -148,9 +148,13 @@ def _get(rec: Any, key: str | int, where: str) -> Any:
     return rec[key]
 
 
+def _name(key: str | int) -> str:
+    return f"'{key}'" if isinstance(key, str) else f"element {key}"
+
+
 def _num(rec: Any, key: str | int, where: str) -> float:
     v = _get(rec, key, where)
-    name = f"'{key}'" if isinstance(key, str) else f"element {key}"
+    name = _name(key)
     if isinstance(v, bool) or not isinstance(v, str | int | float):
         raise Malformed(f"field {name} in {where} has wrong type {type(v).__name__}: {_echo(v)}")
     try:
@@ -165,14 +169,14 @@ def _num(rec: Any, key: str | int, where: str) -> float:
 def _price(rec: Any, key: str | int, where: str) -> float:
     x = _num(rec, key, where)
     if x <= 0:
-        raise Malformed(f"field '{key}' in {where} is not a positive price: {_echo(x)}")
+        raise Malformed(f"field {_name(key)} in {where} is not a positive price: {_echo(x)}")
     return x
 
 
 def _size(rec: Any, key: str | int, where: str, *, zero_ok: bool = False) -> float:
     x = _num(rec, key, where)
     if x < 0 or (x == 0 and not zero_ok):
-        raise Malformed(f"field '{key}' in {where} is a {'negative' if x < 0 else 'zero'} size: {_echo(x)}")
+        raise Malformed(f"field {_name(key)} in {where} is a {'negative' if x < 0 else 'zero'} size: {_echo(x)}")
     return x
 
 
@@ -202,7 +206,7 @@ def _ts_ms(rec: Any, key: str, where: str) -> int:
 def _ts_s(rec: Any, key: str | int, where: str) -> int:
     s = _num(rec, key, where)
     if s <= 0:
-        raise Malformed(f"field '{key}' in {where} is not a positive epoch time: {_echo(s)}")
+        raise Malformed(f"field {_name(key)} in {where} is not a positive epoch time: {_echo(s)}")
     return round(s * 1e6) * 1000  # venues give at most microseconds
 
 
