@@ -106,6 +106,15 @@ def test_snapshot_from_the_venue_without_network_fails_in_one_line_naming_venue_
     assert not (tmp_path / "s.json").exists()
 
 
+def test_venues_online_without_network_fails_in_one_line_naming_the_venue(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_network(host: Any, *args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    line = one_error_line(run("venues", "--online"))  # default config: binance, binanceus, bittrex, kraken
+    assert line.startswith("error: venue 'binance': cannot load its markets (NetworkError: ") and "gaierror" in line
+
+
 @needs_markets
 @pytest.mark.parametrize("content, why", [
     (None, "no such file"),
