@@ -420,12 +420,14 @@ def ccxt_pro_exchange(venue: str) -> Any:
 class _LivePartition(StatefulSourcePartition[LiveItem, None]):
     """Runs one feed on its own event loop in a thread; `next_batch` drains what has arrived."""
 
-    def __init__(self, feed: LiveFeed, books: bool, max_batch: int) -> None:
+    def __init__(self, feed: LiveFeed, books: bool, max_batch: int, limit: int | None) -> None:
         self.feed = feed
         self.books = books
         self.max_batch = max_batch
+        self.left = limit  # items still to emit; None = forever
         self.items: queue.Queue[LiveItem | BaseException] = queue.Queue()
         self.stop = threading.Event()
+        self._task: asyncio.Task[None] | None = None
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._main, name=f"live-{feed.instrument}", daemon=True)
         self.thread.start()
@@ -440,42 +442,57 @@ class _LivePartition(StatefulSourcePartition[LiveItem, None]):
                         break
             except Exception as e:  # noqa: BLE001 - handed to the Bytewax thread, which raises it
                 self.items.put(e)
-            finally:
-                await self.feed.close()
 
-        self.loop.run_until_complete(pump())
+        self._task = self.loop.create_task(pump())
+        with contextlib.suppress(asyncio.CancelledError):
+            self.loop.run_until_complete(self._task)
+        self.loop.run_until_complete(self.feed.close())
+        self.loop.close()
 
     def next_batch(self) -> list[LiveItem]:
+        if self.left is not None and self.left <= 0:
+            self.close()
+            raise StopIteration
         out: list[LiveItem] = []
+        most = self.max_batch if self.left is None else min(self.max_batch, self.left)
         try:
             item = self.items.get(timeout=0.05)
             while True:
                 if isinstance(item, BaseException):
+                    self.close()
                     raise item
                 out.append(item)
-                if len(out) >= self.max_batch:
+                if len(out) >= most:
                     break
                 item = self.items.get_nowait()
         except queue.Empty:
             pass
+        if self.left is not None:
+            self.left -= len(out)
         return out
 
     def snapshot(self) -> None:
         return None  # live data cannot be replayed: nothing to resume from
 
     def close(self) -> None:
+        """Stop the feed: cancel its watch loops on its own event loop and wait for the thread."""
         self.stop.set()
+        if self.thread.is_alive() and self._task is not None:
+            self.loop.call_soon_threadsafe(self._task.cancel)
+        self.thread.join(timeout=5)
 
 
 class LiveSource(FixedPartitionedSource[LiveItem, None]):
     """Bytewax input over live feeds: one partition per ``venue:symbol`` instrument.
 
     Emits `MarketSlice` items (and `LiveBook` records when `books` is true). `exchange_factory` makes one
-    ccxt.pro exchange per partition; `feed_options` go to each `LiveFeed`.
+    ccxt.pro exchange per partition; `feed_options` go to each `LiveFeed`. `limit` ends each partition after
+    that many items (bounded captures and tests); by default a partition runs until the flow stops. There is
+    no resume state: a restarted live flow starts from the venue's present.
     """
 
     def __init__(self, instruments: Sequence[str], *, exchange_factory: ExchangeFactory = ccxt_pro_exchange,
-                 books: bool = False, max_batch: int = 256, **feed_options: Any) -> None:
+                 books: bool = False, max_batch: int = 256, limit: int | None = None, **feed_options: Any) -> None:
         for inst in instruments:
             if ":" not in inst:
                 raise ValueError(f"instrument must look like 'venue:BASE/QUOTE', was {inst!r}")
@@ -483,6 +500,7 @@ class LiveSource(FixedPartitionedSource[LiveItem, None]):
         self.exchange_factory = exchange_factory
         self.books = books
         self.max_batch = max_batch
+        self.limit = limit
         self.feed_options = feed_options
 
     def list_parts(self) -> list[str]:
@@ -491,4 +509,4 @@ class LiveSource(FixedPartitionedSource[LiveItem, None]):
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _LivePartition:
         venue, _, symbol = for_part.partition(":")
         feed = LiveFeed(self.exchange_factory(venue), symbol, **self.feed_options)
-        return _LivePartition(feed, self.books, self.max_batch)
+        return _LivePartition(feed, self.books, self.max_batch, self.limit)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import ccxt.pro
 import numpy as np
@@ -19,7 +20,7 @@ import pytest
 
 from headrace.events import MarketSlice
 from helpers import SHARED_DATA
-from sources.live import Backoff, FeedStats, LiveBook, LiveFeed, LiveItem
+from sources.live import Backoff, FeedFailed, FeedStats, LiveBook, LiveFeed, LiveItem
 from stand_in.ws_stand_in import StandIn, load_recorded, point_at, set_recorded_markets, start
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "ticks/binance").exists(), reason="shared data missing")
@@ -177,3 +178,82 @@ def test_no_secret_in_items_or_logs_stand_in(run: Run) -> None:
     assert "reconnect 1 in" in run.log and "resyncing from a snapshot" in run.log  # the log was captured
     text = repr(run.items) + repr(run.stats) + run.log
     assert FAKE_KEY not in text and FAKE_SECRET not in text
+
+
+# ---------------------------------------------------------------------------------------------------
+# the Bytewax input, and a feed that gives up
+
+
+def test_live_source_in_a_bytewax_flow_stand_in() -> None:
+    import threading
+
+    from bytewax import operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSink, run_main
+
+    from sources.live import LiveSource
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def serve() -> tuple[Any, int, StandIn]:
+        stand_in = StandIn(load_recorded(SHARED_DATA))
+        runner, port = await start(stand_in)
+        return runner, port, stand_in
+
+    runner, port, stand_in = asyncio.run_coroutine_threadsafe(serve(), loop).result(10)
+
+    def factory(venue: str) -> Any:
+        assert venue == "binance"
+        ex = ccxt.pro.binance()
+        set_recorded_markets(ex, SHARED_DATA)
+        point_at(ex, port)
+        return ex
+
+    got: list[Any] = []
+    flow = Dataflow("live_stand_in")
+    items = op.input("live", flow, LiveSource(["binance:BTC/USDT"], exchange_factory=factory, channels=("quotes",),
+                                              limit=len(stand_in.recorded.quotes)))
+    op.output("out", items, TestingSink(got))
+    try:
+        run_main(flow)
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    assert all(isinstance(i, MarketSlice) and i.instrument == "binance:BTC/USDT" for i in got)
+    bids = [float(b) for i in got if i.quotes is not None for b in i.quotes.bid]
+    assert bids == [float(q["b"]) for q in stand_in.recorded.quotes]
+    assert [s["params"] for s in stand_in.subscribes] == [["btcusdt@bookTicker"]]
+
+
+def test_feed_gives_up_after_bounded_reconnects() -> None:
+    async def main() -> tuple[FeedStats, list[float], str]:
+        import socket
+
+        with socket.socket() as s:  # a port nothing listens on: every connection is refused
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        ex = ccxt.pro.binance()
+        set_recorded_markets(ex, SHARED_DATA)
+        point_at(ex, port)
+        sleeps: list[float] = []
+
+        async def sleep(t: float) -> None:
+            sleeps.append(t)
+
+        feed = LiveFeed(ex, "BTC/USDT", channels=("trades",), sleep=sleep, rng=random.Random(3),
+                        backoff=Backoff(initial=1.0, factor=2.0, cap=3.0, jitter=0.0, max_attempts=3))
+        try:
+            async for _ in feed.stream():
+                pass
+        except FeedFailed as e:
+            return feed.stats, sleeps, str(e)
+        finally:
+            await feed.close()
+        raise AssertionError("the feed did not give up")
+
+    stats, sleeps, error = asyncio.run(asyncio.wait_for(main(), 20))
+    assert sleeps == [1.0, 2.0, 3.0] and stats.reconnects == 3
+    assert error == "binance:BTC/USDT trades: 3 reconnects failed, last NetworkError"
