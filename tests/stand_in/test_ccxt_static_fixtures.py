@@ -26,7 +26,7 @@ import pytest
 from helpers import SHARED_DATA
 from operators.execution.venue import Credentials, OrderRequest
 from sinks.ccxt_venue import CcxtVenue, parse_balances, parse_fill, parse_order
-from sources.market_metadata import load_dump
+from sources.market_metadata import VenueMarkets, load_dump, venue_markets
 
 STATIC = SHARED_DATA / "ccxt-static"
 VENUES = ("binance", "bybit", "okx", "kraken", "coinbase")
@@ -61,6 +61,12 @@ def _ours(method: str, args: list[Any]) -> bool:
     return True
 
 
+# Cases where the installed ccxt builds another request than the fixture's commit recorded (strict: a fix shows).
+KNOWN_DRIFT: dict[str, dict[str, str]] = {
+    "request": {"coinbase-fetchBalance-0": "ccxt 4.5 pages v2 accounts with limit=250; the fixture has limit=100"},
+}
+
+
 def _cases(side: str, methods: tuple[str, ...]) -> Iterator[Any]:
     if not (STATIC / "README.md").exists():
         return
@@ -70,8 +76,11 @@ def _cases(side: str, methods: tuple[str, ...]) -> Iterator[Any]:
             for i, case in enumerate(doc["methods"].get(method, [])):
                 if not _ours(method, case["input"]) or case.get("options"):
                     continue
+                case_id = f"{venue}-{method}-{i}"
                 marks = [pytest.mark.skip(reason="disabled in the ccxt fixture")] if case.get("disabled") else []
-                yield pytest.param(venue, method, case, doc, id=f"{venue}-{method}-{i}", marks=marks)
+                if case_id in KNOWN_DRIFT.get(side, {}):
+                    marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_DRIFT[side][case_id]))
+                yield pytest.param(venue, method, case, doc, id=case_id, marks=marks)
 
 
 class Captured(Exception):
@@ -85,16 +94,28 @@ _VENUES: dict[str, CcxtVenue] = {}
 ACCOUNT_OPTIONS: dict[str, dict[str, Any]] = {"bybit": {"enableUnifiedAccount": True, "enableUnifiedMargin": False}}
 
 
-def _venue(venue: str, doc: dict[str, Any], case: dict[str, Any]) -> CcxtVenue:
-    """CcxtVenue with the venue's markets offline and dummy credentials (one per venue: ccxt classes are big)."""
+COINBASE_PRODUCTS = SHARED_DATA / "markets" / "venue-raw" / "coinbase" / "http_products.json"
+
+
+def _markets(venue: str) -> VenueMarkets:
+    """The venue's markets offline: the ccxt dump, or for coinbase its raw products through ccxt's own parser."""
+    if venue == "coinbase" and COINBASE_PRODUCTS.exists():
+        products = json.loads(COINBASE_PRODUCTS.read_text(encoding="utf-8"))["products"]
+        parsed = [ccxt.coinbase().parse_spot_market(p, {}) for p in products if p["product_type"] == "SPOT"]
+        return venue_markets(venue, {m["symbol"]: m for m in parsed}, source=str(COINBASE_PRODUCTS))
     if not _markets_path(venue).exists():
         pytest.skip(f"no ccxt market definitions for {venue} in the shared data ({_markets_path(venue)})")
+    vm = load_dump(_markets_path(venue), venue)
+    full = ccxt.Exchange().safe_market_structure()  # every key ccxt's parsers read, for older dumps
+    return replace(vm, raw={s: {**full, **m} for s, m in vm.raw.items()})
+
+
+def _venue(venue: str, doc: dict[str, Any], case: dict[str, Any]) -> CcxtVenue:
+    """CcxtVenue with the venue's markets offline and dummy credentials (one per venue: ccxt classes are big)."""
     if venue not in _VENUES:
-        creds = Credentials("dummykey", "ZHVtbXlzZWNyZXQ=", "dummypassword")  # kraken secrets are base64
-        vm = load_dump(_markets_path(venue), venue)
-        full = ccxt.Exchange().safe_market_structure()  # every key ccxt's parsers read, for older dumps
-        vm = replace(vm, raw={s: {**full, **m} for s, m in vm.raw.items()})
-        _VENUES[venue] = CcxtVenue(venue, creds, markets=vm,
+        # base64 (kraken decodes it) without padding (coinbase reads a trailing "=" as a cloud key)
+        creds = Credentials("dummykey", "ZHVtbXlzZWNyZXQx", "dummypassword")
+        _VENUES[venue] = CcxtVenue(venue, creds, markets=_markets(venue),
                                    options={**doc.get("options", {}), **ACCOUNT_OPTIONS.get(venue, {})})
     return _VENUES[venue]
 
@@ -134,17 +155,22 @@ def _request_of(c: Captured, output_type: str, skip: set[str]) -> tuple[str, Any
     return parts.path, _drop(query, skip), _drop(body, skip)
 
 
-def _symbol_known(v: CcxtVenue, case: dict[str, Any]) -> None:
-    symbols = [a for a in case["input"] if isinstance(a, str) and "/" in a]
-    missing = [s for s in symbols if s not in v.exchange.markets]
-    if missing:
-        pytest.skip(f"market {missing[0]} not in the shared {v.name} definitions")
+SYMBOL_ARG = {"createOrder": 0, "cancelOrder": 1, "fetchOrder": 1, "fetchOpenOrders": 0, "fetchMyTrades": 0}
+
+
+def _symbol_known(v: CcxtVenue, method: str, case: dict[str, Any]) -> None:
+    """Skip a case whose market (a symbol, or an exchange id such as DOGE-USDT) is not in the shared definitions."""
+    args = case["input"]
+    pos = SYMBOL_ARG.get(method)
+    symbol = args[pos] if pos is not None and pos < len(args) and isinstance(args[pos], str) else None
+    if symbol is not None and symbol not in v.exchange.markets and symbol not in v.exchange.markets_by_id:
+        pytest.skip(f"market {symbol} not in the shared {v.name} definitions")
 
 
 @pytest.mark.parametrize(("venue", "method", "case", "doc"), list(_cases("request", REQUEST_METHODS)))
 def test_ccxt_builds_the_recorded_request(venue: str, method: str, case: dict[str, Any], doc: dict[str, Any]) -> None:
     v = _venue(venue, doc, case)
-    _symbol_known(v, case)
+    _symbol_known(v, method, case)
     skip = set(doc.get("skipKeys", []))
     output_type = doc.get("outputType", "urlencoded")
     got = _request_of(_capture(v, method, case["input"]), output_type, skip)
@@ -171,7 +197,7 @@ def _expected_order(venue: str, p: dict[str, Any]) -> tuple[Any, ...]:
 def test_our_parsing_of_the_recorded_response(venue: str, method: str, case: dict[str, Any],
                                               doc: dict[str, Any]) -> None:
     v = _venue(venue, doc, case)
-    _symbol_known(v, case)
+    _symbol_known(v, method, case)
     v.exchange.fetch = lambda url, method="GET", headers=None, body=None: case["httpResponse"]
     result = getattr(v.exchange, SNAKE[method])(*case["input"])
     parsed = case["parsedResponse"]
@@ -219,7 +245,7 @@ def test_our_submit_is_a_recorded_limit_order_plus_ioc_and_client_id(venue: str)
         pytest.skip(f"no plain spot limit order among the {venue} fixtures")
     case = cases[0]
     v = _venue(venue, doc, case)
-    _symbol_known(v, case)
+    _symbol_known(v, "createOrder", case)
     symbol, _, side, amount, price = case["input"][:5]
     output_type = doc.get("outputType", "urlencoded")
     recorded = _request_of(_capture(v, "createOrder", case["input"]), output_type, set())
