@@ -3,8 +3,10 @@
 Endpoints: ``GET /api/v3/exchangeInfo`` (the recorded definitions in
 ``../shared/data/markets/venue-raw/binance/http_spot_market_exchange_info.json``), ``/api/v3/time``,
 ``/api/v3/ping``, ``POST/GET/DELETE /api/v3/order``, ``GET /api/v3/openOrders``, ``/api/v3/account``,
-``/api/v3/myTrades``. Every signed request's ``X-MBX-APIKEY`` header and HMAC-SHA256 signature are verified
-against the planted key and secret; every request is recorded (method, path, params, whether it was signed).
+``/api/v3/myTrades``. The account is ccxt's recorded Binance spot balance reply
+(``../shared/data/ccxt-static/response/binance.json``) unless balances are given. Every signed request's
+``X-MBX-APIKEY`` header and HMAC-SHA256 signature are verified against the planted key and secret; every
+request is recorded (method, path, params, whether it was signed).
 
 Faults are scripted per (method, path) and used once, in order: ``Fault("429", retry_after_s=3)``,
 ``Fault("418")``, ``Fault("slow", delay_s=...)`` (the order IS processed, the answer comes after the client's
@@ -33,6 +35,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 EXCHANGE_INFO = Path("markets/venue-raw/binance/http_spot_market_exchange_info.json")
+RECORDED = Path("ccxt-static/response/binance.json")  # ccxt's recorded binance replies (its "Spot balance" case)
 HOSTS = ("https://api.binance.com", "https://testnet.binance.vision")
 
 
@@ -85,6 +88,7 @@ class BinanceStandIn:
                  balances: dict[str, tuple[str, str]] | None = None) -> None:
         self.exchange_info = json.loads((shared_data / EXCHANGE_INFO).read_text(encoding="utf-8"))
         self.api_key, self.secret = api_key, secret
+        self.account = self._recorded_account(shared_data) if balances is None else None
         self.balances = balances or {"BTC": ("1.00000000", "0.00000000"), "USDT": ("100000.00000000", "0.00000000")}
         self.requests: list[Recorded] = []
         self.faults: dict[tuple[str, str], deque[Fault]] = {}
@@ -96,6 +100,16 @@ class BinanceStandIn:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
+
+    @staticmethod
+    def _recorded_account(shared_data: Path) -> dict[str, Any] | None:
+        """The recorded reply of GET /api/v3/account (ccxt's "Spot balance" case), when the shared data has it."""
+        path = shared_data / RECORDED
+        if not path.exists():
+            return None
+        cases = json.loads(path.read_text(encoding="utf-8"))["methods"].get("fetchBalance", [])
+        spot = [c["httpResponse"] for c in cases if c["input"] == [] and not c.get("disabled")]
+        return spot[0] if spot else None
 
     @property
     def url(self) -> str:
@@ -274,6 +288,8 @@ class BinanceStandIn:
                      and params.get("symbol") in (None, o.symbol)]
 
     def _get_account(self, params: dict[str, str], fault: Fault | None) -> tuple[int, Any]:
+        if self.account is not None:
+            return 200, self.account
         return 200, {"makerCommission": 10, "takerCommission": 10, "canTrade": True, "accountType": "SPOT",
                      "updateTime": 0, "permissions": ["SPOT"],
                      "balances": [{"asset": a, "free": f, "locked": lk} for a, (f, lk) in self.balances.items()]}

@@ -15,6 +15,8 @@ from typing import Any
 
 import ccxt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from helpers import SHARED_DATA
 from operators.execution.order_lifecycle import client_order_id
@@ -130,7 +132,10 @@ def test_418_ban_and_repeated_429s_raise_a_throttled_alert_stand_in(stand_in: Bi
     start = clock.now_ns
     stand_in.script("GET", "/api/v3/account", Fault("418", retry_after_s=60), Fault("429", retry_after_s=50))
     balances = v.fetch_balances()
-    assert {b.currency: b.total for b in balances} == {"BTC": 1.0, "USDT": 100000.0}
+    assert stand_in.account is not None, "the recorded binance balance reply is missing"
+    recorded = {b["asset"]: (float(b["free"]), float(b["locked"])) for b in stand_in.account["balances"]}
+    assert {b.currency: (b.free, b.used) for b in balances} == recorded
+    assert all(b.total == b.free + b.used for b in balances) and recorded["LTC"] == (0.919741, 0.0)
     assert calls(stand_in) == [("GET", "/api/v3/account", 418), ("GET", "/api/v3/account", 429),
                                ("GET", "/api/v3/account", 200)]
     assert sum(clock.slept) >= 110.0
@@ -285,3 +290,32 @@ def test_sandbox_mode_points_at_the_testnet_then_the_overrides() -> None:
     assert v.exchange.urls["api"]["private"].startswith("https://testnet.binance.vision")
     w = CcxtVenue("binance", sandbox=True, urls={"private": "http://127.0.0.1:1/api/v3"})
     assert w.exchange.urls["api"]["private"] == "http://127.0.0.1:1/api/v3"
+
+
+FAULTS = st.sampled_from([Fault("429", retry_after_s=2), Fault("418", retry_after_s=5), Fault("duplicate"),
+                          Fault("insufficient"), Fault("partial", fill_ratio=0.5), Fault("rest")])
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[tuple[BinanceStandIn, CcxtVenue]]:
+    with BinanceStandIn(SHARED_DATA, KEY, SECRET) as s:
+        yield s, make_venue(s, FakeClock(), max_attempts=3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(faults=st.lists(FAULTS, max_size=4), seq=st.integers(0, 10**9))
+def test_no_order_lost_or_sent_twice_under_any_fault_sequence_stand_in(
+        shared: tuple[BinanceStandIn, CcxtVenue], faults: list[Fault], seq: int) -> None:
+    s, v = shared
+    s.faults.clear()
+    s.script("POST", ORDER, *faults)
+    client_id = client_order_id("main", f"prop-{len(s.requests)}", "binance", seq)
+    o = v.submit(OrderRequest(client_id, BTC, "buy", 0.01, 60000.0))
+    mine = [r for r in s.requests if r.path == ORDER and r.params.get("newClientOrderId") == client_id]
+    accepted = [r for r in mine if r.answered == 200]
+    assert len(accepted) <= 1
+    on_venue = {str(x.order_id) for x in s.orders.values() if x.client_id == client_id}
+    if o.status in ("accepted", "partially_filled", "filled", "expired"):
+        assert len(accepted) == 1 and on_venue == {o.venue_id}
+    else:  # rejected before acceptance, or never got through the throttles: nothing on the venue
+        assert o.status in ("rejected", "new") and accepted == [] and on_venue == set()
