@@ -356,7 +356,8 @@ def flow_from_environment(build_flow: Callable[..., Dataflow]) -> Dataflow:
         from headrace.report import summarize  # reports sit above flows: imported only when the run ends
 
         st.wait_for_mutations()
-        summary = summarize(st, run_id, events_in=plan.total_rows, initial_equity=config.account.initial_cash,
+        initial = -1.0 if config.router.enabled else config.account.initial_cash  # -1: the first equity row
+        summary = summarize(st, run_id, events_in=plan.total_rows, initial_equity=initial,
                             wall_s=time.perf_counter() - started, store=redact(st.dsn), config=config)
         record.finish(summary.to_dict())
 

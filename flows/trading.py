@@ -33,7 +33,9 @@ from bytewax.outputs import Sink
 
 from flows._core_step import core_step
 from headrace.config import Config, parse_duration
+from headrace.errors import ConfigError
 from headrace.events import (
+    ArbSignal,
     BarBatch,
     CrossSection,
     FeatureBatch,
@@ -49,9 +51,13 @@ from operators.portfolio.cross_section import CrossSectionCore
 from operators.portfolio.sizing import VolTargetSizer
 from operators.positions.account import Account, AccountOut, AccountSnap, FillOn
 from operators.positions.fx import FxTable, infer_currency
-from operators.signals.momentum import CrossSectionalMomentum
+from operators.positions.routed_account import RoutedAccount, RoutedAccountSnap, RoutedOut
+from operators.router.arbitrage import ArbitrageCore
+from operators.router.listings import Listing, listings_by_asset
+from operators.signals.momentum import CrossSectionalMomentum, SignalModel, TimeSeriesMomentum
 from operators.validation.market_checks import MarketValidator
 from sinks.clickhouse import ClickHouseSink
+from sources.market_metadata import load_markets
 from sources.replay import Progress, ReplaySource
 from sources.replay_plan import ReplayPlan
 
@@ -64,16 +70,63 @@ class Wiring:
     venues: tuple[str, ...]
     fx: FxTable
     sim: SimulatedVenue
+    listings: dict[str, tuple[Listing, ...]] | None = None  # router on: per asset, the instruments carrying it
+    balances: dict[tuple[str, str], float] | None = None  # router on: starting cash per venue and currency
+
+    @property
+    def assets(self) -> dict[str, tuple[str, ...]] | None:
+        """Router on: asset -> its instruments, those quoted in the account currency first."""
+        if self.listings is None:
+            return None
+        return {a: tuple(li.instrument for li in sorted(ls, key=lambda x: (x.quote != self.fx.currency,
+                                                                            x.instrument)))
+                for a, ls in self.listings.items()}
+
+    @property
+    def initial_equity(self) -> float:
+        """Starting equity: the configured cash, or the balances at the fallback rates (1 where none)."""
+        if self.balances is None:
+            return -1.0
+        fixed = dict(self.fx.fixed)
+        return sum(v * (1.0 if c == self.fx.currency else fixed.get(c, 1.0)) for (_, c), v in self.balances.items())
 
 
 def wiring(config: Config, universe: Sequence[str]) -> Wiring:
-    """Resolve the account currency, fx and venue costs for `universe`; raises `ConfigError` early."""
+    """Resolve the account currency, fx, venue costs and the router's listings; raises `ConfigError` early."""
     universe = tuple(sorted(universe))
     currency = infer_currency(universe, config.account.currency)
     fx = FxTable.resolve(currency, universe, config.account.fx_rates)
     venues = tuple(sorted({split_instrument(i)[0] for i in universe}))
     costs = {v: VenueCosts(config.venue(v).taker_fee_bps, config.venue(v).half_spread_bps) for v in venues}
-    return Wiring(universe, venues, fx, SimulatedVenue(costs))
+    if not config.router.enabled:
+        return Wiring(universe, venues, fx, SimulatedVenue(costs))
+    r = config.router
+    markets = load_markets(r.markets)
+    listings = listings_by_asset(universe, markets, venues=r.venues, quotes=r.quotes, carriers=r.carriers,
+                                 fee_rate={v: c.taker_fee_bps / 1e4 for v, c in costs.items()},
+                                 half_spread={v: c.half_spread_bps / 1e4 for v, c in costs.items()})
+    if not listings:
+        raise ConfigError("router.venues", f"no replayed instrument may carry orders: the universe is "
+                                           f"{list(universe)!r}; check router.venues, router.quotes and "
+                                           f"router.carriers")
+    if config.account.balances:
+        balances = {(k.partition(":")[0], k.partition(":")[2]): v for k, v in config.account.balances.items()}
+    else:
+        traded = sorted({li.venue for ls in listings.values() for li in ls})
+        balances = {(v, currency): config.account.initial_cash / len(traded) for v in traded}
+    for (venue, ccy), amount in sorted(balances.items()):
+        if amount > 0 and ccy != currency and fx.rate(ccy, {}) is None and not any(
+                c == ccy for c, _, _ in fx.via) and not any(c == ccy for c, _, _ in fx.tri):
+            raise ConfigError(f"account.fx_rates.{ccy}", f"account.balances holds {ccy} on {venue} but nothing "
+                                                         f"prices {ccy} in {currency}; set a fallback rate")
+    return Wiring(universe, venues, fx, SimulatedVenue(costs), listings, balances)
+
+
+def signal_model(config: Config) -> SignalModel:
+    """The strategy's signal, by ``strategy.name``."""
+    if config.strategy.name == "ts_momentum":
+        return TimeSeriesMomentum(config.features.momentum_lookback_bars)
+    return CrossSectionalMomentum()
 
 
 def _rows_of_features(batch: FeatureBatch) -> list[WrittenEvent]:
@@ -81,7 +134,8 @@ def _rows_of_features(batch: FeatureBatch) -> list[WrittenEvent]:
 
 
 def _rows_of_cross_section(cs: CrossSection) -> list[WrittenEvent]:
-    return [*cs.signals, *cs.targets, *cs.statuses]
+    arbitrage: list[ArbSignal] = list(cs.arbitrage)
+    return [*cs.signals, *cs.targets, *cs.statuses, *arbitrage]
 
 
 def build_flow(plan: ReplayPlan, config: Config, run_id: str, *, dsn: str | None = None,
@@ -96,7 +150,7 @@ def build_flow(plan: ReplayPlan, config: Config, run_id: str, *, dsn: str | None
     tf = config.timeframe_ns
     feats_cfg, strat, siz, acct = config.features, config.strategy, config.sizing, config.account
     sizer = VolTargetSizer(siz.target_volatility, siz.max_weight, siz.max_gross_leverage, strat.long_only)
-    signal = CrossSectionalMomentum()
+    signal = signal_model(config)
     stale_after = parse_duration(strat.stale_after)
     latency = parse_duration(acct.latency)
     fill_on: FillOn = "decision_close" if acct.fill_on == "decision_close" else "next_open"
@@ -119,26 +173,45 @@ def build_flow(plan: ReplayPlan, config: Config, run_id: str, *, dsn: str | None
         lambda snap: BarFeatures.restore(feats_cfg.vol_halflife_bars, feats_cfg.momentum_lookback_bars, snap))
     feature_batches = op.key_rm("feature_values", features)
 
+    rc = config.router
+
+    def new_arbitrage() -> ArbitrageCore | None:
+        if w.listings is None:
+            return None
+        return ArbitrageCore(w.listings, w.fx, threshold_bps=rc.arbitrage_threshold_bps,
+                             min_duration_ns=parse_duration(rc.arbitrage_min_duration),
+                             quote_max_age_ns=parse_duration(rc.quote_max_age))
+
     def new_cross_section(_: object) -> CrossSectionCore:
         return CrossSectionCore(w.universe, signal, sizer, strat.rebalance_bars, strat.min_instruments,
-                                stale_after_ns=stale_after)
+                                stale_after_ns=stale_after, assets=w.assets, arbitrage=new_arbitrage())
 
     cross: Stream[CrossSection] = op.key_rm("cross_section_values", core_step(
         "cross_section", op.key_on("key_portfolio", feature_batches, lambda _: "portfolio"), new_cross_section,
         lambda snap: CrossSectionCore.restore(w.universe, signal, sizer, strat.rebalance_bars,
-                                              strat.min_instruments, snap, stale_after_ns=stale_after)))
+                                              strat.min_instruments, snap, stale_after_ns=stale_after,
+                                              assets=w.assets, arbitrage=new_arbitrage())))
 
-    def new_account(_: object) -> Account:
+    def new_account(_: object) -> Account | RoutedAccount:
+        if w.listings is not None and w.balances is not None:
+            return RoutedAccount(acct.id, w.listings, w.fx, balances=w.balances,
+                                 min_trade_weight=siz.min_trade_weight, latency_ns=latency, fill_on=fill_on,
+                                 band_bps=rc.band_bps, max_volume_share=rc.max_volume_share,
+                                 quote_max_age_ns=parse_duration(rc.quote_max_age))
         return Account(acct.id, w.venues, w.fx, w.sim, initial_cash=acct.initial_cash,
                        min_trade_weight=siz.min_trade_weight, latency_ns=latency, fill_on=fill_on)
 
-    def restore_account(snap: AccountSnap) -> Account:
+    def restore_account(snap: AccountSnap | RoutedAccountSnap) -> Account | RoutedAccount:
+        if isinstance(snap, RoutedAccountSnap):
+            core = new_account(None)
+            assert isinstance(core, RoutedAccount)
+            return core.restore_state(snap)
         return Account.restore(acct.id, w.venues, w.fx, w.sim, snap, initial_cash=acct.initial_cash,
                                min_trade_weight=siz.min_trade_weight, latency_ns=latency, fill_on=fill_on)
 
     new_cross_section(None)  # contradictory settings (stale_after 0s, decision_close with a latency) fail here,
     new_account(None)  # when the flow is built, not in the middle of a run
-    account: Stream[AccountOut] = op.key_rm("account_values", core_step(
+    account: Stream[AccountOut | RoutedOut] = op.key_rm("account_values", core_step(
         "account", op.key_on("key_account", cross, lambda _: acct.id), new_account, restore_account))
 
     rows = op.merge(

@@ -135,8 +135,22 @@ def replay(
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log lifecycle events")] = False,
+    scenario: Annotated[str | None, typer.Option(
+        "--scenario", help="a named scenario shipped with headrace (its config, files under --data, markets)")]
+    = None,
 ) -> None:
     """Replay recorded market data through the trading flow (a backtest) and print a summary."""
+    if scenario is not None:
+        from headrace import scenarios
+
+        if config is not None:
+            _error_line("--scenario brings its own config: use --set to change a key, not --config")
+            raise typer.Exit(2)
+        try:
+            sc = scenarios.load(scenario, data)
+        except HeadraceError as e:
+            raise _fail(e) from None
+        data, config, set_ = list(sc.files), sc.config, [*sc.overrides, *(set_ or [])]
     set_ = [*(set_ or []), *([f"replay.venue={json.dumps(venue)}"] if venue else []),
             *([f"replay.symbol={json.dumps(symbol)}"] if symbol else []),
             *([f"replay.timeframe={json.dumps(timeframe)}"] if timeframe else []),
@@ -232,7 +246,7 @@ def _replay(data: list[str], config_path: Path | None, overrides: list[str] | No
         if config.account.initial_cash <= 0:  # pragma: no cover - validated
             raise ConfigError("account.initial_cash", "must be > 0")
         summary = report.summarize(store, run_id, events_in=plan.total_rows,
-                                   initial_equity=config.account.initial_cash, wall_s=wall, store=redact(store.dsn),
+                                   initial_equity=_initial_equity(config), wall_s=wall, store=redact(store.dsn),
                                    config=config)
         limit, too_many = config.validation.max_quarantined, None
         if summary.events_in and summary.events_quarantined > limit * summary.events_in:
@@ -245,6 +259,12 @@ def _replay(data: list[str], config_path: Path | None, overrides: list[str] | No
             record.finish(summary.to_dict())
     logger.info("replay finished run_id=%s wall_s=%.2f", run_id, wall)
     return summary, too_many
+
+
+def _initial_equity(config: Config) -> float:
+    """The summary's starting equity: the configured cash, or (balances in several currencies) -1 for the first
+    recorded equity, valued at market rates."""
+    return -1.0 if config.router.enabled else config.account.initial_cash
 
 
 def _checked_dsn(dsn: str) -> str:

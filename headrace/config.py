@@ -250,6 +250,52 @@ class Rates(Rule):
         return core_schema.no_info_before_validator_function(self.check, handler(source))
 
 
+@dataclass(frozen=True, slots=True)
+class Balances(Rule):
+    """A table of ``"venue:CURRENCY" = amount``, each amount finite and >= 0; checked before the type."""
+
+    hi: float
+
+    def allowed(self) -> str:
+        return f'table of "venue:CURRENCY" = amount in [0, {_num(self.hi)}]'
+
+    def check(self, v: Any) -> Any:
+        if isinstance(v, Mapping):
+            for k, x in v.items():
+                venue, _, ccy = str(k).partition(":")
+                if not venue or not ccy or ":" in ccy:
+                    raise ValueError(f"key {k!r} must be 'venue:CURRENCY', e.g. 'kraken:USD'")
+                if isinstance(x, bool) or not isinstance(x, (int, float)) or not (
+                        math.isfinite(x) and 0 <= x <= self.hi):
+                    raise ValueError(f"amount for {k!r} must be a number in [0, {_num(self.hi)}], was {x!r}")
+        return v
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_before_validator_function(self.check, handler(source))
+
+
+class Carriers(Rule):
+    """A table of ASSET -> list of ``"venue:QUOTE"`` (``"venue:*"``: any quote on that venue)."""
+
+    def allowed(self) -> str:
+        return 'table of ASSET = ["venue:QUOTE", "venue:*", ...]'
+
+    def check(self, v: Any) -> Any:
+        if isinstance(v, Mapping):
+            for asset, items in v.items():
+                if not isinstance(items, list) or not items:
+                    raise ValueError(f"carriers of {asset!r} must be a non-empty list such as ['kraken:USD'], "
+                                     f"was {items!r}")
+                for x in items:
+                    venue, _, quote = str(x).partition(":")
+                    if not isinstance(x, str) or not venue or not quote:
+                        raise ValueError(f"carrier {x!r} of {asset!r} must be 'venue:QUOTE' or 'venue:*'")
+        return v
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_before_validator_function(self.check, handler(source))
+
+
 # shared bounds
 MAX_ROWS = 10_000_000
 MAX_BARS = 10_000_000
@@ -356,7 +402,11 @@ class AccountConfig(BaseModel):
         -1, "deprecated, use account.latency: 0 = fill_on decision_close, n >= 1 = latency of (n - 1) x "
             "replay.timeframe (-1: not set)")
     fx_rates: Annotated[dict[str, float], Rates(1e12)] = _key(
-        {}, "fixed rates to the account currency for quote currencies no instrument prices")
+        {}, "fallback rates to the account currency, used while no market rate is known (no instrument prices "
+            "the currency, directly or through a base quoted in both on one venue)")
+    balances: Annotated[dict[str, float], Balances(1e15)] = _key(
+        {}, "starting cash per venue and currency (\"kraken:USDC\" = 25000.0); empty: initial_cash in the "
+            "account currency, split evenly over the venues")
 
     @model_validator(mode="after")
     def _fill_rule(self) -> AccountConfig:
@@ -382,7 +432,9 @@ class FeaturesConfig(BaseModel):
 class StrategyConfig(BaseModel):
     model_config = _SECTION
 
-    name: Literal["xs_momentum"] = _key("xs_momentum", "signal: cross-sectional momentum (the only one so far)")
+    name: Literal["xs_momentum", "ts_momentum"] = _key(
+        "xs_momentum", "signal: xs_momentum ranks instruments (or assets) against each other; ts_momentum scores "
+                       "each on its own trend (momentum over its volatility), for one asset or few")
     rebalance_bars: Bars = _key(144, "bars between rebalances")
     long_only: bool = _key(True, "drop short targets (spot venues cannot short)")
     min_instruments: Annotated[int, Range(1, 100_000)] = _key(2, "instruments with features needed before trading")
@@ -399,6 +451,29 @@ class SizingConfig(BaseModel):
     max_gross_leverage: Annotated[float, Range(0, 100, lo_open=True)] = _key(1.0, "cap on the sum of |weights|")
     max_weight: Fraction = _key(0.25, "cap on one instrument's |weight|")
     min_trade_weight: Share = _key(0.02, "skip trades smaller than this fraction of equity")
+
+
+class RouterConfig(BaseModel):
+    model_config = _SECTION
+
+    enabled: bool = _key(False, "decide targets per asset and route each order across the venues that carry it; "
+                                "off: every instrument is traded on its own venue")
+    venues: list[str] = _key([], "venues that may carry orders (empty: every venue replayed)")
+    quotes: list[str] = _key([], "quote currencies that may carry orders (empty: all)")
+    carriers: Annotated[dict[str, list[str]], Carriers()] = _key(
+        {}, "per asset, the venue:QUOTE pairs that may carry it; assets not listed use venues and quotes")
+    markets: list[str] = _key([], "market metadata files (snapshots or ccxt dumps) or directories of them; an "
+                                  "instrument without metadata is never traded")
+    band_bps: Annotated[float, Range(0, 10_000, lo_open=True)] = _key(
+        50.0, "price-protection band: children are IOC limits at most this far from the best price")
+    max_volume_share: Fraction = _key(
+        0.1, "depth from bars: a child may take at most this share of a bar's volume")
+    arbitrage_threshold_bps: Annotated[float, Range(0, 10_000)] = _key(
+        5.0, "cross-venue spread after both legs' fees that counts as an arbitrage opportunity")
+    arbitrage_min_duration: Annotated[str, Duration(0, 30 * DAY_NS)] = _key(
+        "5m", "an opportunity becomes a signal when it persists this long")
+    quote_max_age: Annotated[str, Duration(0, 30 * DAY_NS, lo_open=True)] = _key(
+        "15m", "a venue's last price older than this is not consolidated (arbitrage) nor routed to")
 
 
 class MetricsConfig(BaseModel):
@@ -428,6 +503,7 @@ class Config(BaseSettings):
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     sizing: SizingConfig = Field(default_factory=SizingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
 
     _deprecations: tuple[str, ...] = PrivateAttr(default=())
 

@@ -25,7 +25,7 @@ import numpy.typing as npt
 Side = Literal["buy", "sell"]
 TargetStatus = Literal["ok", "fallback_previous"]
 InstrumentState = Literal["stale", "live"]
-OrderOutcome = Literal["expired", "skipped"]
+OrderOutcome = Literal["expired", "skipped", "cancelled", "denied"]
 
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
@@ -312,6 +312,7 @@ class CrossSection:
     signals: tuple[Signal, ...] = ()
     targets: tuple[Target, ...] = ()  # empty when this bar time is not a rebalance
     statuses: tuple[InstrumentStatus, ...] = ()  # instruments that went stale or came back at this time
+    arbitrage: tuple[ArbSignal, ...] = ()  # cross-venue spreads confirmed or ended at this time (router on)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -326,6 +327,8 @@ class Order:
     amount: float
     reason: str
     target_weight: float
+    parent_id: str = ""  # the routed parent order; empty for an order decided per instrument
+    limit_price: float | None = None  # an IOC limit (routed children); None: a market order
 
     @property
     def event_id(self) -> str:
@@ -334,9 +337,11 @@ class Order:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OrderStatus:
-    """The end of an order that never filled: "expired" (its instrument went stale, or the data ended while
-    it was working) or "skipped" (it could not be filled when decided, e.g. no bar closes at the decision time
-    with ``fill_on = "decision_close"``). `reason` says which, in words.
+    """The end of an order that did not fill completely: "expired" (its instrument went stale, or the data
+    ended while it was working), "skipped" (it could not be filled or routed when decided, e.g. no bar closes
+    at the decision time with ``fill_on = "decision_close"``), "cancelled" (the unfilled rest of an IOC
+    child) or "denied" (a parent order no venue may carry, e.g. no market metadata). `reason` says which,
+    in words.
     """
 
     order_id: str
@@ -423,5 +428,77 @@ class Equity:
         return stable_id("equity", self.account, self.ts_event)
 
 
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoutingDecision:
+    """One candidate venue instrument considered for a parent order, chosen or not, with the expected cost.
+
+    Realised cost is in the fills of the child (``fills.order_id = child_id``); SQL compares the two.
+    """
+
+    parent_id: str
+    account: str
+    asset: str
+    ts_event: int
+    side: Side
+    parent_amount: float  # base units the parent asked for
+    instrument: str
+    depth_source: str  # "book" | "quote" | "bar"
+    best_price_account: float | None  # the best level net of fee, account currency per base unit
+    depth_amount: float  # base units available inside the band
+    chosen_amount: float  # 0 when not used
+    expected_price: float | None  # quote currency
+    child_id: str  # "" when not used
+    reason: str  # "" when chosen, else why not
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("routing", self.parent_id, self.instrument)
+
+
+ArbState = Literal["open", "closed"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArbSignal:
+    """A cross-venue spread net of both legs' fees that persisted beyond the threshold ("open"), or its end.
+
+    Buying `buy_instrument` at its ask and selling `sell_instrument` at its bid, both valued in the account
+    currency at the market rate of each venue, would have earned `net_spread_bps` after fees.
+    """
+
+    asset: str
+    ts_event: int
+    status: ArbState
+    buy_instrument: str
+    sell_instrument: str
+    net_spread_bps: float  # at this time (open: when it was confirmed; closed: the widest seen)
+    gross_spread_bps: float
+    opened_ts: int  # first time the spread exceeded the threshold
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("arbitrage", self.asset, self.buy_instrument, self.sell_instrument, self.opened_ts,
+                         self.status)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Balance:
+    """Cash of one currency on one venue, valued at the rate used for the account at that time."""
+
+    account: str
+    venue: str
+    currency: str
+    ts_event: int
+    amount: float
+    rate: float  # account currency per unit
+    value_account: float
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("balance", self.account, self.venue, self.currency, self.ts_event)
+
+
 WrittenEvent = (Bar | Features | Signal | Target | Order | Fill | Position | Equity | Quarantined | InstrumentStatus
-                | OrderStatus)
+                | OrderStatus | RoutingDecision | ArbSignal | Balance)

@@ -62,10 +62,15 @@ class Summary:
     quarantined_fraction: float = 0.0  # events_quarantined / events_in
     store: str = ""  # the store the run wrote to, its DSN with any password redacted
     warnings: tuple[str, ...] = ()  # what a reader of the figures must know (printed under the summary)
+    orders_cancelled: int = 0  # routed IOC children whose rest was cancelled (partly or not filled)
+    orders_denied: int = 0  # parent orders no venue could carry (no market metadata)
+    venues: tuple[str, ...] = ()  # venues that received fills
+    arbitrage_signals: int = 0  # cross-venue arbitrage signals opened (router on)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["warnings"] = list(self.warnings)
+        d["venues"] = list(self.venues)
         return d
 
 
@@ -281,6 +286,8 @@ def summarize(db: Queryable, run_id: str, *, events_in: int, initial_equity: flo
         "WHERE run_id = {run:String} ORDER BY ts_event", {"run": run_id})
     equity = np.array([r["equity"] for r in eq], dtype=float)
     ts = np.array([r["ts"] for r in eq], dtype=np.int64)
+    if not initial_equity > 0:  # balances in several currencies: the first recorded equity, at market rates
+        initial_equity = float(equity[0]) if len(equity) else 1.0
     final = float(equity[-1]) if len(equity) else initial_equity
     fees = float(eq[-1]["fees"]) if eq else 0.0
     traded = float(eq[-1]["traded"]) if eq else 0.0
@@ -307,6 +314,12 @@ def summarize(db: Queryable, run_id: str, *, events_in: int, initial_equity: flo
     if (qw := _quarantine_warning(db, run_id, quarantined, events_in)) is not None:
         warnings.append(qw)
     statuses = _order_statuses(db, run_id)
+    venues = tuple(str(r["venue"]) for r in db.query(
+        "SELECT DISTINCT venue FROM fills FINAL WHERE run_id = {run:String} ORDER BY venue", {"run": run_id}))
+    arbitrage = 0
+    if _table_exists(db, "arbitrage"):
+        arbitrage = int(db.query("SELECT count() AS n FROM arbitrage FINAL WHERE run_id = {run:String} AND "
+                                 "status = 'open'", {"run": run_id})[0]["n"])
     from sinks.clickhouse import redact  # sinks import bytewax: keep it out of headrace's import time
 
     return Summary(
@@ -338,6 +351,10 @@ def summarize(db: Queryable, run_id: str, *, events_in: int, initial_equity: flo
         quarantined_fraction=quarantined / events_in if events_in > 0 else 0.0,
         store=redact(store),
         warnings=tuple(warnings),
+        orders_cancelled=statuses.get("cancelled", 0),
+        orders_denied=statuses.get("denied", 0),
+        venues=venues,
+        arbitrage_signals=arbitrage,
     )
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import pyarrow as pa
 
 from headrace.events import (
+    ArbSignal,
+    Balance,
     Bar,
     Equity,
     Features,
@@ -21,10 +23,10 @@ from headrace.events import (
     OrderStatus,
     Position,
     Quarantined,
+    RoutingDecision,
     Signal,
     Target,
     WrittenEvent,
-    split_instrument,
 )
 
 TS = pa.timestamp("ns", tz="UTC")
@@ -32,6 +34,13 @@ TS = pa.timestamp("ns", tz="UTC")
 
 def _venue(i: str) -> str:
     return i.partition(":")[0]
+
+
+def _asset_quote(i: str) -> tuple[str, str]:
+    """Asset and quote of a position: ``venue:BASE/QUOTE`` per instrument, ``venue:ASSET`` per venue (router)."""
+    symbol = i.partition(":")[2]
+    base, _, rest = symbol.partition("/")
+    return base, rest.partition(":")[0]
 
 
 Columns = list[tuple[str, pa.DataType, Callable[[Any], Any]]]
@@ -81,6 +90,8 @@ SCHEMAS: dict[str, tuple[type, Columns]] = {
         ("amount", pa.float64(), lambda e: e.amount),
         ("reason", pa.string(), lambda e: e.reason),
         ("target_weight", pa.float64(), lambda e: e.target_weight),
+        ("parent_id", pa.string(), lambda e: e.parent_id),
+        ("limit_price", pa.float64(), lambda e: e.limit_price),
     ]),
     "fills": (Fill, [
         ("order_id", pa.string(), lambda e: e.order_id),
@@ -101,8 +112,8 @@ SCHEMAS: dict[str, tuple[type, Columns]] = {
         ("account", pa.string(), lambda e: e.account),
         ("instrument", pa.string(), lambda e: e.instrument),
         ("venue", pa.string(), lambda e: _venue(e.instrument)),
-        ("asset", pa.string(), lambda e: split_instrument(e.instrument)[2]),
-        ("quote", pa.string(), lambda e: split_instrument(e.instrument)[3]),
+        ("asset", pa.string(), lambda e: _asset_quote(e.instrument)[0]),
+        ("quote", pa.string(), lambda e: _asset_quote(e.instrument)[1]),
         ("ts_event", TS, lambda e: e.ts_event),
         ("amount", pa.float64(), lambda e: e.amount),
         ("avg_price", pa.float64(), lambda e: e.avg_price),
@@ -138,6 +149,42 @@ SCHEMAS: dict[str, tuple[type, Columns]] = {
         ("fees", pa.float64(), lambda e: e.fees),
         ("traded", pa.float64(), lambda e: e.traded),
         ("currency", pa.string(), lambda e: e.currency),
+    ]),
+    "routing": (RoutingDecision, [
+        ("parent_id", pa.string(), lambda e: e.parent_id),
+        ("account", pa.string(), lambda e: e.account),
+        ("asset", pa.string(), lambda e: e.asset),
+        ("ts_event", TS, lambda e: e.ts_event),
+        ("side", pa.string(), lambda e: e.side),
+        ("parent_amount", pa.float64(), lambda e: e.parent_amount),
+        ("instrument", pa.string(), lambda e: e.instrument),
+        ("venue", pa.string(), lambda e: _venue(e.instrument)),
+        ("depth_source", pa.string(), lambda e: e.depth_source),
+        ("best_price_account", pa.float64(), lambda e: e.best_price_account),
+        ("depth_amount", pa.float64(), lambda e: e.depth_amount),
+        ("chosen_amount", pa.float64(), lambda e: e.chosen_amount),
+        ("expected_price", pa.float64(), lambda e: e.expected_price),
+        ("child_id", pa.string(), lambda e: e.child_id),
+        ("reason", pa.string(), lambda e: e.reason),
+    ]),
+    "arbitrage": (ArbSignal, [
+        ("asset", pa.string(), lambda e: e.asset),
+        ("ts_event", TS, lambda e: e.ts_event),
+        ("status", pa.string(), lambda e: e.status),
+        ("buy_instrument", pa.string(), lambda e: e.buy_instrument),
+        ("sell_instrument", pa.string(), lambda e: e.sell_instrument),
+        ("net_spread_bps", pa.float64(), lambda e: e.net_spread_bps),
+        ("gross_spread_bps", pa.float64(), lambda e: e.gross_spread_bps),
+        ("opened_ts", TS, lambda e: e.opened_ts),
+    ]),
+    "balances": (Balance, [
+        ("account", pa.string(), lambda e: e.account),
+        ("venue", pa.string(), lambda e: e.venue),
+        ("currency", pa.string(), lambda e: e.currency),
+        ("ts_event", TS, lambda e: e.ts_event),
+        ("amount", pa.float64(), lambda e: e.amount),
+        ("rate", pa.float64(), lambda e: e.rate),
+        ("value_account", pa.float64(), lambda e: e.value_account),
     ]),
     "quarantine": (Quarantined, [
         ("instrument", pa.string(), lambda e: e.instrument),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 import ccxt
 
+from headrace.errors import ConfigError
 from operators.execution.markets import Market, PrecisionMode, dec
 
 MODES: dict[int, PrecisionMode] = {ccxt.DECIMAL_PLACES: "DECIMAL_PLACES", ccxt.TICK_SIZE: "TICK_SIZE",
@@ -145,3 +147,44 @@ def ccxt_exchange(vm: VenueMarkets) -> Any:
     ex.precisionMode = CCXT_MODE[vm.precision_mode]
     ex.set_markets(vm.raw)
     return ex
+
+
+def load_venue_file(path: Path) -> VenueMarkets:
+    """Load a snapshot (a JSON object with ``venue`` and ``markets``) or a ccxt dump, telling them apart."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, EOFError) as e:
+        raise ConfigError("router.markets", f"market metadata {str(path)!r} cannot be read: {e}"[:300]) from None
+    if not isinstance(doc, dict):
+        raise ConfigError("router.markets", f"market metadata {str(path)!r} is not a JSON object")
+    try:
+        if isinstance(doc.get("markets"), dict) and isinstance(doc.get("venue"), str):
+            return venue_markets(doc["venue"], doc["markets"], source=f"{path} <- {doc.get('source', '?')}",
+                                 mode=doc.get("precision_mode"))
+        venue = path.name.split(".")[0].split("_")[0]
+        return venue_markets(venue, doc, source=str(path))
+    except (KeyError, TypeError, ValueError, ArithmeticError) as e:
+        raise ConfigError("router.markets", f"market metadata {str(path)!r} is malformed: "
+                                            f"{type(e).__name__}: {e}"[:300]) from None
+
+
+def load_markets(paths: Sequence[str | Path]) -> dict[str, Market]:
+    """Load every venue's markets from `paths` (files, or directories of ``*.json``/``*.json.gz``), by instrument.
+
+    A later file's market replaces an earlier one for the same instrument. A missing path is a `ConfigError`
+    naming it (``router.markets``).
+    """
+    out: dict[str, Market] = {}
+    for p in map(Path, paths):
+        if p.is_dir():
+            files = sorted([*p.glob("*.json"), *p.glob("*.json.gz")])
+        elif p.is_file():
+            files = [p]
+        else:
+            raise ConfigError("router.markets", f"{str(p)!r} does not exist")
+        for f in files:
+            vm = load_venue_file(f)
+            out.update({m.instrument: m for m in vm.markets.values()})
+    return out

@@ -10,11 +10,17 @@ Instruments run on different clocks, and their data may stop (a venue's file end
 processed time, an instrument whose last bar closed more than `stale_after_ns` before that time is
 stale: it leaves the cross-section (not ranked, no targets; sizing spreads over the live instruments)
 and an `InstrumentStatus` "stale" is emitted; its next bar brings it back with a "live" status.
+
+With the router on, decisions are per *asset*: `assets` maps each asset to the instruments that carry it,
+in order of preference, and the asset's features are those of its first live instrument with features
+(so a venue whose data stops hands the asset over to the next). Targets then name the asset (``BTC``), and
+the account routes them. An `ArbitrageCore`, when given, sees every processed time's bars and its signals
+travel in the `CrossSection`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +29,7 @@ from headrace.errors import ConfigError, InvariantError
 from headrace.events import Bar, CrossSection, FeatureBatch, Features, InstrumentStatus, Signal, Target
 from operators.base import check_version
 from operators.portfolio.sizing import VolTargetSizer, annualise
+from operators.router.arbitrage import ArbitrageCore, ArbitrageSnap
 from operators.signals.momentum import SignalModel
 
 _MIN = int(np.iinfo(np.int64).min)
@@ -39,6 +46,7 @@ class CrossSectionSnap:
     last_ts: int
     last_bar: tuple[tuple[str, int], ...]  # close time of each instrument's last bar
     stale: tuple[str, ...]
+    arbitrage: ArbitrageSnap | None = None
 
 
 class CrossSectionCore:
@@ -57,10 +65,15 @@ class CrossSectionCore:
     stale_after_ns
         An instrument whose last bar closed more than this before the processed time is stale
         (``strategy.stale_after``); the default never makes one stale.
+    assets
+        Router on: asset -> its instruments in order of preference; targets are then per asset.
+    arbitrage
+        Router on: the cross-venue arbitrage core fed with every processed time's bars.
     """
 
     def __init__(self, universe: Sequence[str], signal: SignalModel, sizer: VolTargetSizer,
-                 rebalance_bars: int, min_instruments: int, *, stale_after_ns: int = NEVER_STALE) -> None:
+                 rebalance_bars: int, min_instruments: int, *, stale_after_ns: int = NEVER_STALE,
+                 assets: Mapping[str, Sequence[str]] | None = None, arbitrage: ArbitrageCore | None = None) -> None:
         if not universe:
             raise ConfigError("replay", "no instruments to trade: the universe is empty")
         if stale_after_ns <= 0:
@@ -71,6 +84,8 @@ class CrossSectionCore:
         self.rebalance_bars = rebalance_bars
         self.min_instruments = min_instruments
         self.stale_after_ns = stale_after_ns
+        self.assets = None if assets is None else {a: tuple(ks) for a, ks in sorted(assets.items())}
+        self.arbitrage = arbitrage
         self._watermarks = {k: _MIN for k in self.universe}
         self._pending: dict[int, dict[str, tuple[Bar, Features]]] = {}
         self._latest: dict[str, tuple[Features, int]] = {}
@@ -108,11 +123,13 @@ class CrossSectionCore:
             self._latest[k] = (feat, bar.timeframe_ns)
             self._last_bar[k] = bar.ts_event
         statuses = self._statuses(ts, slot)
+        arbitrage = tuple(self.arbitrage.update(ts, bars)) if self.arbitrage is not None else ()
         self._count += 1
         if self._count % self.rebalance_bars != 0:
-            return CrossSection(ts_event=ts, bars=bars, statuses=statuses)
+            return CrossSection(ts_event=ts, bars=bars, statuses=statuses, arbitrage=arbitrage)
         signals, targets = self._decide(ts)
-        return CrossSection(ts_event=ts, bars=bars, signals=signals, targets=targets, statuses=statuses)
+        return CrossSection(ts_event=ts, bars=bars, signals=signals, targets=targets, statuses=statuses,
+                            arbitrage=arbitrage)
 
     def _statuses(self, ts: int, slot: dict[str, tuple[Bar, Features]]) -> tuple[InstrumentStatus, ...]:
         # scan only when some instrument may have gone stale (its last bar + stale_after passed) or a stale
@@ -141,17 +158,27 @@ class CrossSectionCore:
         vol_annual: dict[str, float | None] = {}
         vol_bar: dict[str, float | None] = {}
         live = [k for k in self.universe if k not in self._stale]
-        for k in live:
+        keys: dict[str, str] = {k: k for k in live}  # decision key -> the instrument whose features it uses
+        if self.assets is not None:
+            keys = {}
+            for asset, instruments in self.assets.items():
+                ref = next((k for k in instruments if k not in self._stale and k in self._latest
+                            and self._latest[k][0].momentum is not None
+                            and self._latest[k][0].volatility is not None), None)
+                if ref is not None:
+                    keys[asset] = ref
+            live = sorted(a for a, ks in self.assets.items() if any(k not in self._stale for k in ks))
+        for key, k in keys.items():
             if k not in self._latest:
                 continue
             feat, tf = self._latest[k]
             if feat.momentum is not None and feat.volatility is not None:
-                momentum[k] = feat.momentum
-                vol_bar[k] = feat.volatility
-                vol_annual[k] = annualise(feat.volatility, tf)
+                momentum[key] = feat.momentum
+                vol_bar[key] = feat.volatility
+                vol_annual[key] = annualise(feat.volatility, tf)
         if len(momentum) < self.min_instruments:
             return (), ()
-        scores = self.signal.scores(momentum)
+        scores = self.signal.scores(momentum, {k: v for k, v in vol_bar.items() if v is not None})
         weights = self.sizer.weights(scores, vol_annual)
         signals = tuple(Signal(instrument=k, ts_event=ts, strategy=self.signal.name, score=scores[k])
                         for k in sorted(scores))
@@ -161,7 +188,7 @@ class CrossSectionCore:
 
     def snapshot(self) -> CrossSectionSnap:
         return CrossSectionSnap(
-            version=2,
+            version=3,
             watermarks=tuple(sorted(self._watermarks.items())),
             pending=tuple((t, tuple(self._pending[t][k] for k in sorted(self._pending[t])))
                           for t in sorted(self._pending)),
@@ -170,14 +197,19 @@ class CrossSectionCore:
             last_ts=self._last_ts,
             last_bar=tuple(sorted(self._last_bar.items())),
             stale=tuple(sorted(self._stale)),
+            arbitrage=self.arbitrage.snapshot() if self.arbitrage is not None else None,
         )
 
     @classmethod
     def restore(cls, universe: Sequence[str], signal: SignalModel, sizer: VolTargetSizer, rebalance_bars: int,
-                min_instruments: int, snap: CrossSectionSnap, *,
-                stale_after_ns: int = NEVER_STALE) -> CrossSectionCore:
-        check_version(snap, expected=2)
-        core = cls(universe, signal, sizer, rebalance_bars, min_instruments, stale_after_ns=stale_after_ns)
+                min_instruments: int, snap: CrossSectionSnap, *, stale_after_ns: int = NEVER_STALE,
+                assets: Mapping[str, Sequence[str]] | None = None,
+                arbitrage: ArbitrageCore | None = None) -> CrossSectionCore:
+        check_version(snap, expected=3)
+        core = cls(universe, signal, sizer, rebalance_bars, min_instruments, stale_after_ns=stale_after_ns,
+                   assets=assets, arbitrage=arbitrage)
+        if arbitrage is not None and snap.arbitrage is not None:
+            arbitrage.restore_state(snap.arbitrage)
         core._watermarks.update(dict(snap.watermarks))
         core._pending = {t: {b.instrument: (b, f) for b, f in pairs} for t, pairs in snap.pending}
         core._latest = {k: (f, tf) for k, f, tf in snap.latest}

@@ -104,7 +104,6 @@ def test_bars_built_from_real_binance_trades_equal_the_recorded_candles() -> Non
 
 
 @pytest.mark.parametrize("rel, reason", [
-    ("book/binance-futures/btcusdt-depth-snap.csv", "order-book files are not supported yet"),
     ("futures/binance/XRP_USDT_USDT-8h-funding_rate.feather", "funding_rate candles are not market bars"),
     ("universe/huobi-pob/cryptos_2017to2021_daily.parquet", "unknown file layout"),
 ])

@@ -1,0 +1,458 @@
+"""The account step with the router: targets per asset become parent orders, routed as IOC children.
+
+One core per account, as `Account`: it owns cash, positions and working orders, so fills reach positions
+without a loop. Here cash is held per venue *and currency* (``kraken:USDC``) and positions per venue *and
+asset* (``kraken:BTC``): buying BTC with USDC on Kraken and selling it for USD there are two trades of one
+Kraken BTC position. Each `CrossSection` is handled in a fixed order:
+
+1. working children fill at the open of their instrument's first bar opening at or after the child's time
+   plus the latency, as IOC limits: at that open ± the half spread known then, at most the router's share
+   of the bar's volume, and only when that price is within the child's limit; the rest is cancelled;
+2. marks, quotes and volumes move to the bars';
+3. instruments that went stale: their children expire;
+4. on a rebalance, each asset's target weight becomes a parent order (the difference between the target
+   and what is held and working across venues, at the asset's freshest mark in the account currency),
+   which `route` splits over the venue instruments that carry the asset, ranked by executable price net of
+   fees, within each venue's balance and rules; a parent no venue can carry is a ``denied`` (no market
+   metadata anywhere) or ``skipped`` order status with every candidate's reason. With ``fill_on =
+   "decision_close"`` the children fill at once against the decision bar;
+5. equity, the positions that changed or are held on a rebalance, and the balances that changed (all of
+   them on a rebalance).
+
+Every value in the account currency uses the market rate of the venue that holds it
+(`FxTable.rate(..., venue=)`): USDC cash on Kraken is worth what Kraken's BTC/USD and BTC/USDC imply.
+Average cost, realised PnL and fees of a position are in the account currency at the rates of each fill.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from headrace.errors import ConfigError, InvariantError
+from headrace.events import (
+    Balance,
+    Bar,
+    CrossSection,
+    Equity,
+    Fill,
+    Order,
+    OrderStatus,
+    Position,
+    RoutingDecision,
+    Side,
+    stable_id,
+)
+from operators.base import check_version
+from operators.execution.markets import Rounded, check_order, round_amount
+from operators.positions.account import EXPIRED_END, EXPIRED_STALE, SKIPPED_NO_BAR, FillOn, Holding
+from operators.positions.fx import FxTable
+from operators.router.listings import Listing
+from operators.router.matching import match_ioc
+from operators.router.sor import NO_METADATA, Candidate, Level, Parent, RoutePlan, route
+
+RoutedOut = Order | Fill | Position | Equity | OrderStatus | RoutingDecision | Balance
+
+
+@dataclass(frozen=True, slots=True)
+class WorkingChild:
+    """A routed child waiting for the first bar of its instrument that opens at or after `due`."""
+
+    order: Order
+    due: int
+    reserved: float  # buy: quote currency held back for it (fee included); sell: base units
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedAccountSnap:
+    version: int
+    funded: bool
+    cash: tuple[tuple[str, str, float], ...]  # venue, currency, amount
+    holdings: tuple[tuple[str, str, Holding], ...]  # venue, asset, holding (account currency)
+    marks: tuple[tuple[str, float, int], ...]
+    quotes: tuple[tuple[str, float, float], ...]
+    volumes: tuple[tuple[str, float], ...]
+    stale: tuple[str, ...]
+    working: tuple[WorkingChild, ...]
+    fees_account: float
+    traded_account: float
+    last_ts: int
+
+
+class RoutedAccount:
+    """Cash per venue and currency, positions per venue and asset, orders routed across venues.
+
+    Parameters
+    ----------
+    listings
+        Per asset, the venue instruments that may carry it (`listings_by_asset`).
+    fx
+        Market rates into the account currency (`fx.currency`), fixed rates as the fallback.
+    balances
+        Starting cash per (venue, currency).
+    band_bps, max_volume_share
+        The router's price-protection band, and the share of a bar's volume a child may take.
+    quote_max_age_ns
+        An instrument whose last bar is older than this gets no children.
+    """
+
+    def __init__(self, account_id: str, listings: Mapping[str, Sequence[Listing]], fx: FxTable, *,
+                 balances: Mapping[tuple[str, str], float], min_trade_weight: float, latency_ns: int = 0,
+                 fill_on: FillOn = "next_open", band_bps: float = 50.0, max_volume_share: float = 0.1,
+                 quote_max_age_ns: int = 15 * 60 * 10**9) -> None:
+        if fill_on not in ("next_open", "decision_close"):
+            raise ConfigError("account.fill_on", f"must be 'next_open' or 'decision_close', was {fill_on!r}")
+        if latency_ns < 0:
+            raise ConfigError("account.latency", f"must be >= 0, was {latency_ns!r} ns")
+        if fill_on == "decision_close" and latency_ns != 0:
+            raise ConfigError("account.fill_on", f"'decision_close' fills at the decision itself, so "
+                                                 f"account.latency must be 0s (was {latency_ns} ns)")
+        if not balances:
+            raise ConfigError("account.balances", "the router needs starting cash per venue and currency")
+        self.account_id = account_id
+        self.listings = {a: tuple(sorted(ls, key=lambda x: x.instrument)) for a, ls in sorted(listings.items())}
+        self._of = {li.instrument: li for ls in self.listings.values() for li in ls}
+        self.fx = fx
+        self.balances = dict(balances)
+        self.min_trade_weight = min_trade_weight
+        self.latency_ns = latency_ns
+        self.fill_on: FillOn = fill_on
+        self.band_bps = band_bps
+        self.max_volume_share = max_volume_share
+        self.quote_max_age_ns = quote_max_age_ns
+        self._funded = False
+        self._cash: dict[tuple[str, str], float] = {}
+        self._holdings: dict[tuple[str, str], Holding] = {}
+        self._marks: dict[str, float] = {}
+        self._mark_ts: dict[str, int] = {}
+        self._quotes: dict[str, tuple[float, float]] = {}
+        self._volumes: dict[str, float] = {}
+        self._stale: set[str] = set()
+        self._working: list[WorkingChild] = []
+        self._fees_account = 0.0
+        self._traded_account = 0.0
+        self._last_ts = -1
+
+    # -- the step -------------------------------------------------------------------------------
+
+    def update(self, cs: CrossSection) -> list[RoutedOut]:
+        if cs.ts_event <= self._last_ts:
+            raise InvariantError(f"account {self.account_id}: cross sections out of order, {cs.ts_event} "
+                                 f"after {self._last_ts}")
+        self._last_ts = cs.ts_event
+        out: list[RoutedOut] = []
+        changed: set[tuple[str, str]] = set()  # balances
+        touched: set[tuple[str, str]] = set()  # positions
+        if not self._funded:
+            self._cash = dict(sorted(self.balances.items()))
+            self._funded = True
+            changed |= set(self._cash)
+        bars = {b.instrument: b for b in cs.bars}
+        for w in list(self._working):  # 1. children whose first bar at or after their due time is here
+            bar = bars.get(w.order.instrument)
+            if bar is not None and bar.ts_open >= w.due:
+                self._working.remove(w)  # before it executes: its reservation is no longer held back
+                out += self._execute(w, bar, "open", self._quotes.get(w.order.instrument), changed, touched)
+        for b in cs.bars:  # 2. marks, quotes, volumes
+            self._marks[b.instrument] = b.close
+            self._mark_ts[b.instrument] = b.ts_event
+            self._volumes[b.instrument] = b.volume
+            if b.bid is not None and b.ask is not None and 0 < b.bid <= b.ask:
+                self._quotes[b.instrument] = (b.bid, b.ask)
+        for st in cs.statuses:  # 3. instruments whose data stopped, or resumed
+            if st.status == "stale":
+                self._stale.add(st.instrument)
+                gone = [w for w in self._working if w.order.instrument == st.instrument]
+                self._working = [w for w in self._working if w.order.instrument != st.instrument]
+                out += [self._status(w.order.order_id, w.order.instrument, cs.ts_event, "expired", EXPIRED_STALE)
+                        for w in gone]
+            else:
+                self._stale.discard(st.instrument)
+            li = self._of.get(st.instrument)
+            if li is not None and (li.venue, li.base) in self._holdings:
+                touched.add((li.venue, li.base))
+        if cs.targets:  # 4. decisions
+            out += self._decide(cs, bars, changed, touched)
+        out.append(self._equity(cs.ts_event))  # 5. records
+        if cs.targets:
+            touched |= {k for k, h in self._holdings.items() if h.amount != 0}
+            changed |= {k for k, v in self._cash.items() if v != 0}
+        out += [self._position(k, cs.ts_event) for k in sorted(touched)]
+        out += [self._balance(k, cs.ts_event) for k in sorted(changed)]
+        return out
+
+    def flush(self) -> list[RoutedOut]:
+        """At the end of input: children still working expire; final positions and balances."""
+        if self._last_ts < 0:
+            return []
+        out: list[RoutedOut] = [self._status(w.order.order_id, w.order.instrument, self._last_ts, "expired",
+                                             EXPIRED_END) for w in self._working]
+        self._working = []
+        out += [self._position(k, self._last_ts) for k in sorted(self._holdings)]
+        return out + [self._balance(k, self._last_ts) for k in sorted(self._cash)]
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    def _decide(self, cs: CrossSection, bars: Mapping[str, Bar], changed: set[tuple[str, str]],
+                touched: set[tuple[str, str]]) -> list[RoutedOut]:
+        out: list[RoutedOut] = []
+        ts = cs.ts_event
+        equity = self._equity_value()
+        for t in sorted(cs.targets, key=lambda x: x.instrument):
+            asset = t.instrument
+            mark = self._asset_mark(asset)
+            if asset not in self.listings or mark is None or not equity > 0:
+                continue
+            current = sum(h.amount for (_, a), h in self._holdings.items() if a == asset)
+            current += sum(self._signed(w.order) for w in self._working if self._of[w.order.instrument].base == asset)
+            delta = t.weight * equity / mark - current
+            if delta == 0 or abs(delta) * mark < self.min_trade_weight * equity:
+                continue
+            side: Side = "buy" if delta > 0 else "sell"
+            parent = Parent(parent_id=stable_id("parent", self.account_id, asset, ts), account=self.account_id,
+                            asset=asset, side=side, amount=abs(delta), ts_event=ts, band_bps=self.band_bps)
+            plan = route(parent, [self._candidate(li, side, ts) for li in self.listings[asset]])
+            out += self._records(plan, t.weight)
+            if not plan.children:
+                out.append(self._unrouted(plan, ts))
+                continue
+            for child in plan.children:
+                order = Order(order_id=child.child_id, account=self.account_id, instrument=child.instrument,
+                              ts_event=ts, side=side, amount=child.base_amount or child.amount, reason="route",
+                              target_weight=t.weight, parent_id=parent.parent_id,
+                              limit_price=self._band_limit(child.instrument, side, order_amount=child.amount,
+                                                           fallback=child.limit_price, ts=ts))
+                out.append(order)
+                reserved = child.expected_price * order.amount + child.expected_fee if side == "buy" else order.amount
+                w = WorkingChild(order, ts + self.latency_ns, reserved)
+                if self.fill_on == "next_open":
+                    self._working.append(w)
+                elif (bar := bars.get(order.instrument)) is None:
+                    out.append(self._status(order.order_id, order.instrument, ts, "skipped", SKIPPED_NO_BAR))
+                else:
+                    out += self._execute(w, bar, "close", self._quotes.get(order.instrument), changed, touched)
+        return out
+
+    def _candidate(self, li: Listing, side: Side, ts: int) -> Candidate:
+        """What the router sees of one listing at `ts`: its top level (from bars), rate and free balance."""
+        mark, mark_ts = self._marks.get(li.instrument), self._mark_ts.get(li.instrument, 0)
+        levels: tuple[Level, ...] = ()
+        quote = self._quotes.get(li.instrument)
+        source = "quote" if quote is not None else "bar"
+        if mark is not None and li.instrument not in self._stale and ts - mark_ts <= self.quote_max_age_ns:
+            if quote is not None:
+                price = quote[1] if side == "buy" else quote[0]
+            else:
+                price = mark * (1 + li.half_spread) if side == "buy" else mark * (1 - li.half_spread)
+            depth = self.max_volume_share * self._volumes.get(li.instrument, 0.0)
+            if depth > 0 and price > 0:
+                levels = (Level(price, depth),)
+        fx = self.fx.rate(li.quote, self._marks, self._mark_ts, venue=li.venue)
+        if side == "buy":
+            free = self._cash.get((li.venue, li.quote), 0.0) - sum(
+                w.reserved for w in self._working if w.order.side == "buy"
+                and (self._of[w.order.instrument].venue, self._of[w.order.instrument].quote) == (li.venue, li.quote))
+        else:
+            free = self._holdings.get((li.venue, li.base), Holding()).amount - sum(
+                w.reserved for w in self._working if w.order.side == "sell"
+                and (self._of[w.order.instrument].venue, self._of[w.order.instrument].base) == (li.venue, li.base))
+        return Candidate(instrument=li.instrument, market=li.market, levels=levels, fx=fx, fee_rate=li.fee_rate,
+                         available=max(free, 0.0), depth_source=source)
+
+    def _band_limit(self, instrument: str, side: Side, *, order_amount: float, fallback: float, ts: int) -> float:
+        """The child's IOC limit at the edge of the price-protection band around its venue's current price.
+
+        The router's limit is the worst level it expects to take; with depth from bars the next open moves
+        away from that level, so the child is sent with the band's edge, on the price grid, when the order
+        still passes its market's limits there (else the router's limit).
+        """
+        li = self._of[instrument]
+        mark = self._marks.get(instrument)
+        if mark is None or li.market is None:
+            return fallback
+        edge = mark * (1 + self.band_bps / 1e4) if side == "buy" else mark * (1 - self.band_bps / 1e4)
+        checked = check_order(li.market, side, order_amount, edge)
+        if not isinstance(checked, Rounded):
+            return fallback
+        price = float(checked.price)
+        return max(price, fallback) if side == "buy" else min(price, fallback)
+
+    def _records(self, plan: RoutePlan, weight: float) -> list[RoutingDecision]:
+        p = plan.parent
+        child_of = {c.instrument: c.child_id for c in plan.children}
+        return [RoutingDecision(parent_id=p.parent_id, account=p.account, asset=p.asset, ts_event=p.ts_event,
+                                side=p.side, parent_amount=p.amount, instrument=r.instrument,
+                                depth_source=r.depth_source, best_price_account=r.best_price_account,
+                                depth_amount=r.depth_amount, chosen_amount=r.chosen_amount,
+                                expected_price=r.expected_price, child_id=child_of.get(r.instrument, ""),
+                                reason=r.reason) for r in plan.candidates]
+
+    def _unrouted(self, plan: RoutePlan, ts: int) -> OrderStatus:
+        """A parent with no child: denied when no venue has metadata for it, else skipped; every reason named."""
+        reasons = [r.reason for r in plan.candidates]
+        status: Literal["denied", "skipped"] = "denied" if reasons and all(
+            r == NO_METADATA for r in reasons) else "skipped"
+        text = "; ".join(f"{r.instrument}: {r.reason}" for r in plan.candidates) or "no venue carries the asset"
+        return self._status(plan.parent.parent_id, plan.parent.asset, ts, status, text)
+
+    # -- execution ------------------------------------------------------------------------------
+
+    def _execute(self, w: WorkingChild, bar: Bar, at: Literal["open", "close"], quote: tuple[float, float] | None,
+                 changed: set[tuple[str, str]], touched: set[tuple[str, str]]) -> list[RoutedOut]:
+        """Fill a child as an IOC limit against `bar` (its open or close); the rest is cancelled."""
+        o = w.order
+        li = self._of[o.instrument]
+        if at == "close" and quote is None and bar.bid is not None and bar.ask is not None:
+            quote = (bar.bid, bar.ask)
+        hs = (quote[1] - quote[0]) / (quote[1] + quote[0]) if quote is not None and 0 < quote[0] <= quote[1] \
+            else li.half_spread
+        ref = bar.open if at == "open" else bar.close
+        price = ref * (1 + hs) if o.side == "buy" else ref * (1 - hs)
+        limit = o.limit_price if o.limit_price is not None else price
+        depth = self.max_volume_share * bar.volume
+        if o.side == "buy":  # a venue fills no more than the cash it holds: what is free plus this child's share
+            free = self._cash.get((li.venue, li.quote), 0.0) - sum(
+                x.reserved for x in self._working if x.order.side == "buy"
+                and (self._of[x.order.instrument].venue, self._of[x.order.instrument].quote) == (li.venue, li.quote))
+            depth = min(depth, max(free, 0.0) / (price * (1 + li.fee_rate)))
+        taken = match_ioc(o.side, o.amount, limit, [Level(price, depth)])
+        filled = sum(a for _, a in taken)
+        if li.market is not None and 0 < filled < o.amount:
+            filled = float(round_amount(li.market, filled))
+        ts = bar.ts_open if at == "open" else bar.ts_event
+        out: list[RoutedOut] = []
+        if filled > 0:
+            fill = Fill(fill_id=stable_id("fill", o.order_id), order_id=o.order_id, account=o.account,
+                        instrument=o.instrument, ts_event=ts, side=o.side, price=price, amount=filled,
+                        fee=price * filled * li.fee_rate, fee_currency=li.quote, liquidity="taker",
+                        slippage_bps=hs * 1e4)
+            self._apply(fill, li)
+            changed.add((li.venue, li.quote))
+            touched.add((li.venue, li.base))
+            out.append(fill)
+        if filled < o.amount:
+            why = (f"IOC: {price:.10g} beyond the limit {limit:.10g}" if not taken else
+                   f"IOC: {filled:.10g} of {o.amount:.10g} filled (at most {self.max_volume_share:g} of the "
+                   f"bar's volume {bar.volume:.10g})")
+            out.append(self._status(o.order_id, o.instrument, ts, "cancelled", why))
+        return out
+
+    def _apply(self, fill: Fill, li: Listing) -> None:
+        rate = self._rate(li.quote, li.venue)
+        signed = -fill.notional if fill.side == "buy" else fill.notional
+        key = (li.venue, li.quote)
+        self._cash[key] = self._cash.get(key, 0.0) + signed - fill.fee
+        pos = (li.venue, li.base)
+        self._holdings[pos] = self._holdings.get(pos, Holding()).apply(
+            replace(fill, price=fill.price * rate, fee=fill.fee * rate))
+        self._fees_account += fill.fee * rate
+        self._traded_account += fill.notional * rate
+
+    # -- valuation ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _signed(o: Order) -> float:
+        return o.amount if o.side == "buy" else -o.amount
+
+    def _rate(self, ccy: str, venue: str) -> float:
+        rate = self.fx.rate(ccy, self._marks, self._mark_ts, venue=venue)
+        if rate is None:
+            raise InvariantError(f"account {self.account_id}: holds {ccy} on {venue} but no rate is known yet; "
+                                 f"set account.fx_rates.{ccy} as the fallback")
+        return rate
+
+    def _venue_mark(self, venue: str, asset: str) -> tuple[float, int] | None:
+        """The freshest price of `asset` on `venue` in the account currency, and its time."""
+        best: tuple[float, int] | None = None
+        for li in self.listings.get(asset, ()):
+            m = self._marks.get(li.instrument)
+            if li.venue != venue or m is None:
+                continue
+            rate = self.fx.rate(li.quote, self._marks, self._mark_ts, venue=venue)
+            ts = self._mark_ts[li.instrument]
+            if rate is not None and (best is None or ts > best[1]):
+                best = (m * rate, ts)
+        return best
+
+    def _asset_mark(self, asset: str) -> float | None:
+        """The freshest price of `asset` on any venue, in the account currency."""
+        marks = [m for v in sorted({li.venue for li in self.listings.get(asset, ())})
+                 if (m := self._venue_mark(v, asset)) is not None]
+        return max(marks, key=lambda x: x[1])[0] if marks else None
+
+    def _value(self, key: tuple[str, str]) -> float:
+        h = self._holdings[key]
+        if h.amount == 0:
+            return 0.0
+        mark = self._venue_mark(*key)
+        if mark is None:
+            raise InvariantError(f"account {self.account_id}: holds {key[1]} on {key[0]} without a price there")
+        return h.amount * mark[0]
+
+    def _cash_value(self) -> float:
+        return sum(v * self._rate(c, venue) for (venue, c), v in sorted(self._cash.items()) if v != 0)
+
+    def _equity_value(self) -> float:
+        return self._cash_value() + sum(self._value(k) for k in sorted(self._holdings))
+
+    def _equity(self, ts: int) -> Equity:
+        cash = self._cash_value()
+        values = [self._value(k) for k in sorted(self._holdings)]
+        return Equity(account=self.account_id, ts_event=ts, equity=cash + sum(values), cash=cash,
+                      gross_exposure=sum(abs(v) for v in values), net_exposure=sum(values),
+                      fees=self._fees_account, traded=self._traded_account, currency=self.fx.currency)
+
+    def _position(self, key: tuple[str, str], ts: int) -> Position:
+        venue, asset = key
+        h = self._holdings.get(key, Holding())
+        mark = self._venue_mark(venue, asset)
+        price, mark_ts = mark if mark is not None else (0.0, 0)
+        stale = all(li.instrument in self._stale for li in self.listings.get(asset, ()) if li.venue == venue)
+        return Position(account=self.account_id, instrument=f"{venue}:{asset}", ts_event=ts, amount=h.amount,
+                        avg_price=h.avg_price, mark=price, unrealized_pnl=h.amount * (price - h.avg_price),
+                        realized_pnl=h.realized, fees=h.fees, value_account=h.amount * price, mark_ts=mark_ts,
+                        stale=stale)
+
+    def _balance(self, key: tuple[str, str], ts: int) -> Balance:
+        venue, ccy = key
+        amount = self._cash.get(key, 0.0)
+        rate = self.fx.rate(ccy, self._marks, self._mark_ts, venue=venue)
+        r = rate if rate is not None else math.nan
+        return Balance(account=self.account_id, venue=venue, currency=ccy, ts_event=ts, amount=amount, rate=r,
+                       value_account=amount * r)
+
+    def _status(self, order_id: str, instrument: str, ts: int,
+                status: Literal["expired", "skipped", "cancelled", "denied"], reason: str) -> OrderStatus:
+        return OrderStatus(order_id=order_id, account=self.account_id, instrument=instrument, ts_event=ts,
+                           status=status, reason=reason)
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def snapshot(self) -> RoutedAccountSnap:
+        return RoutedAccountSnap(
+            version=1, funded=self._funded,
+            cash=tuple((v, c, x) for (v, c), x in sorted(self._cash.items())),
+            holdings=tuple((v, a, h) for (v, a), h in sorted(self._holdings.items())),
+            marks=tuple((k, m, self._mark_ts[k]) for k, m in sorted(self._marks.items())),
+            quotes=tuple((k, b, a) for k, (b, a) in sorted(self._quotes.items())),
+            volumes=tuple(sorted(self._volumes.items())),
+            stale=tuple(sorted(self._stale)), working=tuple(self._working),
+            fees_account=self._fees_account, traded_account=self._traded_account, last_ts=self._last_ts)
+
+    def restore_state(self, snap: RoutedAccountSnap) -> RoutedAccount:
+        """Load `snap` into this (freshly built) core and return it."""
+        check_version(snap, expected=1)
+        self._funded = snap.funded
+        self._cash = {(v, c): x for v, c, x in snap.cash}
+        self._holdings = {(v, a): h for v, a, h in snap.holdings}
+        self._marks = {k: m for k, m, _ in snap.marks}
+        self._mark_ts = {k: t for k, _, t in snap.marks}
+        self._quotes = {k: (b, a) for k, b, a in snap.quotes}
+        self._volumes = dict(snap.volumes)
+        self._stale = set(snap.stale)
+        self._working = list(snap.working)
+        self._fees_account, self._traded_account = snap.fees_account, snap.traded_account
+        self._last_ts = snap.last_ts
+        return self

@@ -1,0 +1,190 @@
+"""The account with the router: asset targets become IOC children across venues, within balances and each
+market's rules; fills never precede their child; cash and positions add up; a restored core continues exactly."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from headrace.errors import ConfigError
+from headrace.events import (
+    Balance,
+    Bar,
+    CrossSection,
+    Equity,
+    Fill,
+    Order,
+    OrderStatus,
+    Position,
+    RoutingDecision,
+    Target,
+)
+from operators.execution.markets import Rounded, check_order, market_example
+from operators.positions.fx import FxTable
+from operators.positions.routed_account import RoutedAccount
+from operators.router.listings import Listing
+
+A_USD, A_USDC, B_USD = "a:BTC/USD", "a:BTC/USDC", "b:BTC/USD"
+UNIVERSE = [A_USD, A_USDC, B_USD]
+
+
+def market(instrument: str, **kw: object):  # type: ignore[no-untyped-def]
+    venue, symbol = instrument.split(":")
+    return market_example(instrument=instrument, venue=venue, symbol=symbol, quote=symbol.split("/")[1],
+                          amount_precision=Decimal("0.0001"), min_amount=Decimal("0.0001"), min_cost=Decimal("1"),
+                          **kw)
+
+
+def listings(with_market: bool = True) -> dict[str, tuple[Listing, ...]]:
+    fee = {"a": 0.001, "b": 0.002}
+    return {"BTC": tuple(Listing(i, i[0], "BTC", i.split("/")[1], market(i) if with_market else None, fee[i[0]],
+                                 0.0005) for i in UNIVERSE)}
+
+
+FX = FxTable.resolve("USD", UNIVERSE, fixed={"USDC": 1.0})
+CASH = {("a", "USD"): 1000.0, ("a", "USDC"): 1000.0, ("b", "USD"): 1000.0}
+
+
+def account(latency: int = 0, fill_on: str = "next_open", share: float = 0.5, with_market: bool = True,
+            balances: dict | None = None) -> RoutedAccount:
+    return RoutedAccount("main", listings(with_market), FX, balances=balances or CASH, min_trade_weight=0.0,
+                         latency_ns=latency, fill_on=fill_on, band_bps=100.0, max_volume_share=share,  # type: ignore[arg-type]
+                         quote_max_age_ns=600)
+
+
+def bar(instrument: str, ts: int, close: float, open_: float | None = None, volume: float = 10.0) -> Bar:
+    o = close if open_ is None else open_
+    return Bar(instrument=instrument, ts_open=ts - 60, ts_event=ts, open=o, high=max(o, close), low=min(o, close),
+               close=close, volume=volume, trades=1)
+
+
+def sections(steps: list[tuple[float, float, float, float | None]]) -> list[CrossSection]:
+    """Each step: the three closes (a USD, a USDC, b USD) and an optional BTC target weight."""
+    out = []
+    for n, (pa, pc, pb, w) in enumerate(steps):
+        ts = 60 * (n + 1)
+        bars = (bar(A_USD, ts, pa, open_=pa * 1.0005), bar(A_USDC, ts, pc, open_=pc * 0.9995),
+                bar(B_USD, ts, pb, open_=pb))
+        targets = () if w is None else (Target(instrument="BTC", ts_event=ts, weight=w, status="ok",
+                                               volatility=0.01),)
+        out.append(CrossSection(ts_event=ts, bars=bars, targets=targets))
+    return out
+
+
+def run(acct: RoutedAccount, css: list[CrossSection]) -> list:
+    return [o for cs in css for o in acct.update(cs)] + acct.flush()
+
+
+px = st.floats(95.0, 105.0)
+steps_st = st.lists(st.tuples(px, px, px, st.one_of(st.none(), st.floats(0.0, 1.0))), min_size=2, max_size=25)
+
+
+@settings(max_examples=80, deadline=None)
+@given(steps=steps_st, fill_on=st.sampled_from(["next_open", "decision_close"]))
+def test_cash_never_goes_negative_and_equity_is_cash_plus_positions(steps, fill_on) -> None:
+    acct = account(fill_on=fill_on)
+    out = run(acct, sections(steps))
+    balances = [b for b in out if isinstance(b, Balance)]
+    assert all(b.amount >= -1e-9 for b in balances), "a child spent more than its venue held"
+    fills = [f for f in out if isinstance(f, Fill)]
+    spent = {}
+    for f in fills:
+        key = (f.instrument.split(":")[0], f.fee_currency)
+        spent[key] = spent.get(key, 0.0) + (f.notional if f.side == "buy" else -f.notional) + f.fee
+    final = {(b.venue, b.currency): b.amount for b in balances if b.ts_event == acct._last_ts}
+    for key, start in CASH.items():
+        assert math.isclose(final[key], start - spent.get(key, 0.0), rel_tol=1e-9, abs_tol=1e-7)
+    final_positions = {p.instrument: p for p in out if isinstance(p, Position) and p.ts_event == acct._last_ts}
+    held = sum(p.amount for p in final_positions.values())
+    assert math.isclose(held, sum(f.amount if f.side == "buy" else -f.amount for f in fills), abs_tol=1e-9)
+    last = [e for e in out if isinstance(e, Equity)][-1]
+    positions = {p.instrument: p for p in out if isinstance(p, Position) and p.ts_event == acct._last_ts}
+    cash = sum(v * FX.rate(c, acct._marks, acct._mark_ts, venue=v_) for (v_, c), v in acct._cash.items())  # type: ignore[operator]
+    assert math.isclose(last.equity, cash + sum(p.value_account for p in positions.values()), rel_tol=1e-9)
+
+
+@settings(max_examples=80, deadline=None)
+@given(steps=steps_st, latency=st.sampled_from([0, 30, 60, 90]))
+def test_children_are_on_their_market_grid_and_fill_after_their_time_within_share_and_limit(steps, latency) -> None:
+    share = 0.05
+    out = run(account(latency=latency, share=share), sections(steps))
+    orders = {o.order_id: o for o in out if isinstance(o, Order)}
+    markets = {li.instrument: li.market for li in listings()["BTC"]}
+    bars = {(b.instrument, b.ts_open): b for cs in sections(steps) for b in cs.bars}
+    for o in orders.values():
+        assert o.parent_id and o.limit_price is not None
+        checked = check_order(markets[o.instrument], o.side, o.amount, o.limit_price)
+        assert isinstance(checked, Rounded) and float(checked.amount) == o.amount
+        assert float(checked.price) == o.limit_price
+    for f in (f for f in out if isinstance(f, Fill)):
+        o = orders[f.order_id]
+        assert f.ts_event >= o.ts_event + latency
+        b = bars[(f.instrument, f.ts_event)]
+        assert f.amount <= share * b.volume + 1e-12
+        assert f.price <= o.limit_price if f.side == "buy" else f.price >= o.limit_price
+    filled = {f.order_id: f.amount for f in out if isinstance(f, Fill)}
+    ended = {s.order_id for s in out if isinstance(s, OrderStatus)}
+    for oid, o in orders.items():  # every child ends filled, cancelled (IOC rest) or expired: none is lost
+        assert oid in ended or math.isclose(filled.get(oid, 0.0), o.amount)
+
+
+def test_a_parent_is_split_across_venues_by_price_net_of_fees_and_every_candidate_is_recorded() -> None:
+    acct = account(share=0.5)
+    cs = sections([(100.0, 100.0, 100.0, None), (100.0, 100.0, 100.0, 0.9)])
+    out = run(acct, cs)
+    routing = [r for r in out if isinstance(r, RoutingDecision)]
+    assert sorted(r.instrument for r in routing) == UNIVERSE
+    chosen = {r.instrument: r.chosen_amount for r in routing if r.chosen_amount > 0}
+    # a's fee (10 bps) beats b's (20 bps): a's listings fill first, each up to its depth (half of 10 BTC)...
+    assert set(chosen) >= {A_USD, A_USDC}
+    children = [o for o in out if isinstance(o, Order)]
+    assert {o.parent_id for o in children} == {routing[0].parent_id}
+    assert all(r.child_id in {o.order_id for o in children} for r in routing if r.chosen_amount > 0)
+
+
+def test_without_market_metadata_the_parent_is_denied_with_every_reason() -> None:
+    out = run(account(with_market=False), sections([(100.0, 100.0, 100.0, None), (100.0, 100.0, 100.0, 0.5)]))
+    denied = [s for s in out if isinstance(s, OrderStatus)]
+    assert [s.status for s in denied] == ["denied"]
+    assert denied[0].reason.count("no market metadata") == 3
+    assert not [o for o in out if isinstance(o, (Order, Fill))]
+
+
+def test_an_ioc_child_beyond_its_limit_is_cancelled_unfilled() -> None:
+    # the next bar opens 5 % above the decision close: far beyond the 100 bps band
+    css = sections([(100.0, 100.0, 100.0, None), (100.0, 100.0, 100.0, 0.5)])
+    css.append(CrossSection(ts_event=180, bars=tuple(bar(i, 180, 105.0, open_=105.0) for i in UNIVERSE)))
+    out = run(account(), css)
+    assert not [f for f in out if isinstance(f, Fill)]
+    cancelled = [s for s in out if isinstance(s, OrderStatus)]
+    assert cancelled and all(s.status == "cancelled" and "beyond the limit" in s.reason for s in cancelled)
+
+
+def test_usdc_cash_is_valued_at_the_rate_the_market_implies() -> None:
+    acct = account()
+    out = run(acct, sections([(90.0, 100.0, 90.0, None)]))  # BTC 90 USD = 100 USDC on a: 1 USDC = 0.9 USD
+    usdc = [b for b in out if isinstance(b, Balance) and b.currency == "USDC"][-1]
+    assert usdc.rate == pytest.approx(0.9) and usdc.value_account == pytest.approx(900.0)
+    assert next(e for e in out if isinstance(e, Equity)).equity == pytest.approx(2900.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps=steps_st, cut=st.integers(0, 24), latency=st.sampled_from([0, 90]))
+def test_a_restored_core_continues_exactly(steps, cut, latency) -> None:
+    css = sections(steps)
+    cut = min(cut, len(css))
+    straight = run(account(latency=latency), css)
+    first = account(latency=latency)
+    before = [o for cs in css[:cut] for o in first.update(cs)]
+    resumed = account(latency=latency).restore_state(pickle.loads(pickle.dumps(first.snapshot())))
+    assert before + run(resumed, css[cut:]) == straight
+
+
+def test_the_router_needs_starting_balances() -> None:
+    with pytest.raises(ConfigError, match=r"account\.balances"):
+        RoutedAccount("main", listings(), FX, balances={}, min_trade_weight=0.0)
