@@ -21,7 +21,8 @@ one partition per ``venue:symbol``, each running its feed on its own event loop.
   that is not valid JSON, a message ccxt fails on and a trade or quote ccxt returns without a usable price
   or size become `Quarantined` items and the stream goes on.
 
-Time: ``ts_recv`` comes from an injectable clock (``clock``, epoch ns; the wall clock by default);
+Time: ``ts_recv`` comes from the clock the caller passes (``clock``, epoch ns: ``time.time_ns`` in paper and
+live mode, a fake in tests; the module itself never reads the wall clock);
 ``ts_event`` is the venue's time, or the receive time where the venue gives none (binance spot
 bookTicker). The slice watermark is the latest event time this feed has emitted.
 """
@@ -35,7 +36,6 @@ import math
 import queue
 import random
 import threading
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -184,11 +184,13 @@ class LiveFeed:
     """Stream one venue:symbol from a ccxt.pro exchange; give each feed its own exchange instance.
 
     `channels` picks among ``trades``, ``quotes`` and ``book``; `book_depth` levels are kept in `LiveBook`.
-    `clock` (epoch ns) stamps receive times; `sleep` and `rng` drive the backoff (inject them in tests).
+    `clock` (epoch ns) stamps receive times: the caller passes the wall clock (``time.time_ns``, from the
+    command that starts paper or live mode; nothing under sources/ reads it) or a test clock. `sleep` and `rng`
+    drive the backoff (inject them in tests).
     """
 
-    def __init__(self, exchange: Any, symbol: str, *, channels: Sequence[str] = CHANNELS, book_depth: int = 20,
-                 clock: Clock = time.time_ns, sleep: Sleep = asyncio.sleep, backoff: Backoff = Backoff(),
+    def __init__(self, exchange: Any, symbol: str, *, clock: Clock, channels: Sequence[str] = CHANNELS,
+                 book_depth: int = 20, sleep: Sleep = asyncio.sleep, backoff: Backoff = Backoff(),
                  rng: random.Random | None = None, remember_trades: int = 10_000) -> None:
         unknown = sorted(set(channels) - set(CHANNELS))
         if unknown:
@@ -486,13 +488,14 @@ class LiveSource(FixedPartitionedSource[LiveItem, None]):
     """Bytewax input over live feeds: one partition per ``venue:symbol`` instrument.
 
     Emits `MarketSlice` items (and `LiveBook` records when `books` is true). `exchange_factory` makes one
-    ccxt.pro exchange per partition; `feed_options` go to each `LiveFeed`. `limit` ends each partition after
+    ccxt.pro exchange per partition; `clock` and `feed_options` go to each `LiveFeed`. `limit` ends each partition after
     that many items (bounded captures and tests); by default a partition runs until the flow stops. There is
     no resume state: a restarted live flow starts from the venue's present.
     """
 
-    def __init__(self, instruments: Sequence[str], *, exchange_factory: ExchangeFactory = ccxt_pro_exchange,
-                 books: bool = False, max_batch: int = 256, limit: int | None = None, **feed_options: Any) -> None:
+    def __init__(self, instruments: Sequence[str], *, clock: Clock,
+                 exchange_factory: ExchangeFactory = ccxt_pro_exchange, books: bool = False, max_batch: int = 256,
+                 limit: int | None = None, **feed_options: Any) -> None:
         for inst in instruments:
             if ":" not in inst:
                 raise ValueError(f"instrument must look like 'venue:BASE/QUOTE', was {inst!r}")
@@ -501,6 +504,7 @@ class LiveSource(FixedPartitionedSource[LiveItem, None]):
         self.books = books
         self.max_batch = max_batch
         self.limit = limit
+        self.clock = clock
         self.feed_options = feed_options
 
     def list_parts(self) -> list[str]:
@@ -508,5 +512,5 @@ class LiveSource(FixedPartitionedSource[LiveItem, None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _LivePartition:
         venue, _, symbol = for_part.partition(":")
-        feed = LiveFeed(self.exchange_factory(venue), symbol, **self.feed_options)
+        feed = LiveFeed(self.exchange_factory(venue), symbol, clock=self.clock, **self.feed_options)
         return _LivePartition(feed, self.books, self.max_batch, self.limit)

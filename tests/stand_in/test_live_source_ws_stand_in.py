@@ -160,9 +160,14 @@ def test_sequence_gap_resyncs_and_book_equals_stand_in(run: Run) -> None:
 
 def test_malformed_message_is_quarantined_and_stream_goes_on_stand_in(run: Run) -> None:
     bad = [q for s in _slices(run) for q in s.rejected if not q.reason.startswith("sequence gap")]
-    assert run.stand_in.malformed_sent == 1 and len(bad) == 1
-    assert bad[0].reason == "binance: field 'p' in binance trade is not a number: 'abc'"
-    assert bad[0].instrument == "binance:BTC/USDT" and '"abc"' in bad[0].raw
+    assert run.stand_in.malformed_sent == 1 and run.stand_in.truncated_sent == 1 and len(bad) == 2
+    by_reason = {q.reason: q for q in bad}
+    trade = by_reason.pop("binance: field 'p' in binance trade is not a number: 'abc'")
+    assert trade.instrument == "binance:BTC/USDT" and '"abc"' in trade.raw
+    ((reason, cut),) = by_reason.items()
+    assert reason.startswith("binance: invalid JSON (") and len(cut.raw) == 30 and cut.source == "live:binance:BTC/USDT"
+    # every recorded quote still arrived (checked in full above)
+    assert run.stats.quotes == len(run.stand_in.recorded.quotes)
     # trades recorded after the malformed one still arrived (checked in full above)
     assert run.stats.trades == len(run.stand_in.recorded.trades)
 
@@ -213,8 +218,9 @@ def test_live_source_in_a_bytewax_flow_stand_in() -> None:
 
     got: list[Any] = []
     flow = Dataflow("live_stand_in")
-    items = op.input("live", flow, LiveSource(["binance:BTC/USDT"], exchange_factory=factory, channels=("quotes",),
-                                              limit=len(stand_in.recorded.quotes)))
+    source = LiveSource(["binance:BTC/USDT"], clock=lambda: RECV0, exchange_factory=factory, channels=("quotes",),
+                        limit=len(stand_in.recorded.quotes) + 1)  # + the cut frame
+    items = op.input("live", flow, source)
     op.output("out", items, TestingSink(got))
     try:
         run_main(flow)
@@ -225,6 +231,7 @@ def test_live_source_in_a_bytewax_flow_stand_in() -> None:
     assert all(isinstance(i, MarketSlice) and i.instrument == "binance:BTC/USDT" for i in got)
     bids = [float(b) for i in got if i.quotes is not None for b in i.quotes.bid]
     assert bids == [float(q["b"]) for q in stand_in.recorded.quotes]
+    assert [q.reason[:27] for i in got for q in i.rejected] == ["binance: invalid JSON (unex"]
     assert [s["params"] for s in stand_in.subscribes] == [["btcusdt@bookTicker"]]
 
 
@@ -243,7 +250,7 @@ def test_feed_gives_up_after_bounded_reconnects() -> None:
         async def sleep(t: float) -> None:
             sleeps.append(t)
 
-        feed = LiveFeed(ex, "BTC/USDT", channels=("trades",), sleep=sleep, rng=random.Random(3),
+        feed = LiveFeed(ex, "BTC/USDT", clock=lambda: RECV0, channels=("trades",), sleep=sleep, rng=random.Random(3),
                         backoff=Backoff(initial=1.0, factor=2.0, cap=3.0, jitter=0.0, max_attempts=3))
         try:
             async for _ in feed.stream():

@@ -9,7 +9,8 @@ subscribe payload) and then streams, per subscribed stream:
   `drop_after` trades; the next connection resends the last `overlap` trades before the drop (as a venue
   may after a reconnect), one malformed trade (price ``"abc"``), then the rest.
 - ``btcusdt@bookTicker``: bookTicker messages built from the recorded top of book
-  (``ticks/binance/btcusdt-quotes.parquet``).
+  (``ticks/binance/btcusdt-quotes.parquet``), with one frame cut short (not JSON) before the
+  fourth.
 - ``btcusdt@depth@100ms``: diff-depth updates (``U``/``u`` chained from the snapshot's ``lastUpdateId``)
   whose levels come from the recorded Binance futures depth files (``book/binance-futures/*.csv``: the
   snapshot's bids, the updates' asks and bid changes). One update is "lost": the stand-in applies it to its
@@ -78,6 +79,8 @@ class StandIn:
     connections: int = 0
     sent_trade_ids: list[int] = field(default_factory=list)
     malformed_sent: int = 0
+    truncated_at: int | None = 3  # index of the bookTicker message preceded by a truncated frame
+    truncated_sent: int = 0
     update_id: int = 0
     next_change: int = 0
     book: dict[str, dict[float, float]] = field(default_factory=dict)
@@ -150,7 +153,10 @@ class StandIn:
         await asyncio.sleep(0.002)
 
     async def _quotes(self, ws: web.WebSocketResponse) -> None:
-        for q in self.recorded.quotes:
+        for i, q in enumerate(self.recorded.quotes):
+            if i == self.truncated_at:
+                await ws.send_str(json.dumps(q)[:30])  # a frame cut short: not JSON
+                self.truncated_sent += 1
             await ws.send_str(json.dumps(q))
             await asyncio.sleep(0.002)
 
