@@ -315,11 +315,11 @@ class LiveFeed:
 
     def _emit_book(self, ob: Any, ts_recv: int) -> None:
         nonce = ob.get("nonce")
+        ts = int(ob["timestamp"]) * NS_PER_MS if ob.get("timestamp") else ts_recv
         if self._gap is not None:
             self.stats.resyncs += 1
-            self._quarantine(f"{self._gap}; resynced from snapshot at update id {nonce}", {"nonce": nonce})
+            self._quarantine(f"{self._gap}; resynced from snapshot at update id {nonce}", {"nonce": nonce}, ts)
             self._gap = None
-        ts = int(ob["timestamp"]) * NS_PER_MS if ob.get("timestamp") else ts_recv
         self.stats.books += 1
         self.watermark = max(self.watermark, ts)
         lv = self.book_depth

@@ -151,6 +151,7 @@ def test_sequence_gap_resyncs_and_book_equals_stand_in(run: Run) -> None:
     assert run.stats.gaps == 1 and run.stats.resyncs == 1 and len(gaps) == 1
     assert gaps[0].reason.endswith("resynced from snapshot at update id " + str(gaps[0].reason.split()[-1]))
     assert "ChecksumError" in gaps[0].reason
+    assert gaps[0].instrument == "binance:BTC/USDT" and gaps[0].ts_event > 0
     last = [i for i in run.items if isinstance(i, LiveBook)][-1]
     book = run.stand_in.book
     assert last.nonce == run.stand_in.update_id
