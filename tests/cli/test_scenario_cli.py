@@ -91,3 +91,15 @@ def test_a_scenario_file_missing_under_data_is_named(tmp_path: Path) -> None:
     assert "binanceus/BTCUSD_1m_20230301_20230321.csv.gz" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     res = headrace("replay", "--scenario", "nope", "--data", str(tmp_path), state=tmp_path / "s", check=False)
     assert res.returncode == 2 and "usdc-depeg-2023" in res.stderr
+
+
+def test_every_query_of_the_routing_page_runs_on_the_scenario_and_returns_rows(straight) -> None:
+    import re
+
+    _, state = straight
+    page = (ROOT / "docs" / "routing.md").read_text(encoding="utf-8")
+    examples = re.findall(r"```clickhouse\n(.*?)```", page, flags=re.DOTALL)
+    assert len(examples) >= 5
+    for sql in examples:
+        rows = query(" ".join(sql.replace("'RUN'", "'straight'").split()), state)
+        assert rows, f"no rows from:\n{sql}"
