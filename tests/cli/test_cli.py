@@ -315,7 +315,8 @@ def test_two_workers_give_the_same_fills_as_one(two_runs: tuple[Path, dict, dict
 
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason="needs ../shared/data beside the repo")
 def test_two_venues_and_three_quote_currencies_account_for_every_unit_of_pnl(tmp_path: Path) -> None:
-    """Binance.US (1m) and Kraken (5m) BTC in USD, USDT and USDC: the PnL per instrument adds up to the equity."""
+    """Binance.US (1m) and Kraken (5m) BTC in USD, USDT and USDC: the PnL per instrument, valued at the market
+    rates of the end, adds up to the equity."""
     xv = SHARED_DATA / "cross_venue"
     data = [xv / "binanceus", *(xv / "kraken" / f"XBT{q}_5.csv.gz" for q in ("USD", "USDT", "USDC"))]
     args = [a for p in data for a in ("--data", str(p))]
@@ -325,8 +326,15 @@ def test_two_venues_and_three_quote_currencies_account_for_every_unit_of_pnl(tmp
     rows = json.loads(headrace("positions", "--run-id", "xv", "--json", state=tmp_path).stdout)
     assert {(r["venue"], r["quote"]) for r in rows} == {(v, q) for v in ("binanceus", "kraken")
                                                         for q in ("USD", "USDT", "USDC")}
-    # every rate to USD is 1 here, so the net PnL of the positions is the change in equity, to the cent
-    assert sum(r["net_pnl"] for r in rows) == pytest.approx(s["final_equity"] - 100000, abs=0.01)
+    # all cash starts in USD, so equity - 100,000 = sum of each quote currency's net PnL at its final market
+    # rate: the freshest pair at the end, Kraken's (Binance.US stops on 21 March), BTC/USD over BTC/USDT or USDC
+    last = {r["instrument"]: r["close"] for r in query(
+        "SELECT instrument, argMax(close, ts_event) AS close FROM bars FINAL WHERE run_id = 'xv' GROUP BY instrument",
+        tmp_path)}
+    rate = {q: last["kraken:BTC/USD"] / last[f"kraken:BTC/{q}"] for q in ("USD", "USDT", "USDC")}
+    assert rate["USDT"] != 1.0 and rate["USDC"] != 1.0  # the market's rates, not the fallback
+    pnl = sum(r["net_pnl"] * rate[r["quote"]] for r in rows)
+    assert pnl == pytest.approx(s["final_equity"] - 100000, abs=0.01)
     [eq] = query("SELECT argMax(gross_exposure, ts_event) AS gross FROM equity FINAL WHERE run_id = 'xv'", tmp_path)
     held = sum(abs(r["amount"] * r["mark"]) for r in rows)
     assert eq["gross"] == pytest.approx(held, rel=1e-9, abs=1e-6)
