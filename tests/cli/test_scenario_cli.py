@@ -40,7 +40,7 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
 
 def test_the_scenario_routes_to_both_venues_and_signals_arbitrage_in_the_depeg(straight) -> None:
     summary, state = straight
-    assert SUMMARY_KEYS <= set(summary) and {"venues", "arbitrage_signals"} <= set(summary)
+    assert set(summary) >= SUMMARY_KEYS and {"venues", "arbitrage_signals"} <= set(summary)
     assert summary["venues"] == ["binanceus", "kraken"]
     assert summary["arbitrage_signals"] > 0 and summary["events_quarantined"] == 0
     days = {r["d"] for r in query("SELECT toString(toDate(ts_event)) AS d FROM arbitrage FINAL WHERE "
