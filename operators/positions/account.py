@@ -48,6 +48,17 @@ EXPIRED_END = "end of data"
 SKIPPED_NO_BAR = "no bar closes at the decision time"
 
 
+def check_fill_rule(fill_on: str, latency_ns: int) -> None:
+    """Raise `ConfigError` unless `fill_on` is known, the latency >= 0, and 0 with ``decision_close``."""
+    if fill_on not in ("next_open", "decision_close"):
+        raise ConfigError("account.fill_on", f"must be 'next_open' or 'decision_close', was {fill_on!r}")
+    if latency_ns < 0:
+        raise ConfigError("account.latency", f"must be >= 0, was {latency_ns!r} ns")
+    if fill_on == "decision_close" and latency_ns != 0:
+        raise ConfigError("account.fill_on", f"'decision_close' fills at the decision itself, so "
+                                             f"account.latency must be 0s (was {latency_ns} ns)")
+
+
 @dataclass(frozen=True, slots=True)
 class Holding:
     """One instrument's position: signed base amount, average entry price, realised PnL and fees."""
@@ -121,13 +132,7 @@ class Account:
     def __init__(self, account_id: str, venues: Sequence[str], fx: FxTable, sim: SimulatedVenue, *,
                  initial_cash: float, min_trade_weight: float, latency_ns: int = 0,
                  fill_on: FillOn = "next_open") -> None:
-        if fill_on not in ("next_open", "decision_close"):
-            raise ConfigError("account.fill_on", f"must be 'next_open' or 'decision_close', was {fill_on!r}")
-        if latency_ns < 0:
-            raise ConfigError("account.latency", f"must be >= 0, was {latency_ns!r} ns")
-        if fill_on == "decision_close" and latency_ns != 0:
-            raise ConfigError("account.fill_on", f"'decision_close' fills at the decision itself, so "
-                                                 f"account.latency must be 0s (was {latency_ns} ns)")
+        check_fill_rule(fill_on, latency_ns)
         self.account_id = account_id
         self.venues = tuple(sorted(set(venues)))
         self.fx = fx

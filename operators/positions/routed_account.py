@@ -47,7 +47,14 @@ from headrace.events import (
 )
 from operators.base import check_version
 from operators.execution.markets import Rounded, check_order, round_amount
-from operators.positions.account import EXPIRED_END, EXPIRED_STALE, SKIPPED_NO_BAR, FillOn, Holding
+from operators.positions.account import (
+    EXPIRED_END,
+    EXPIRED_STALE,
+    SKIPPED_NO_BAR,
+    FillOn,
+    Holding,
+    check_fill_rule,
+)
 from operators.positions.fx import FxTable
 from operators.router.listings import Listing
 from operators.router.matching import match_ioc
@@ -102,13 +109,7 @@ class RoutedAccount:
                  balances: Mapping[tuple[str, str], float], min_trade_weight: float, latency_ns: int = 0,
                  fill_on: FillOn = "next_open", band_bps: float = 50.0, max_volume_share: float = 0.1,
                  quote_max_age_ns: int = 15 * 60 * 10**9) -> None:
-        if fill_on not in ("next_open", "decision_close"):
-            raise ConfigError("account.fill_on", f"must be 'next_open' or 'decision_close', was {fill_on!r}")
-        if latency_ns < 0:
-            raise ConfigError("account.latency", f"must be >= 0, was {latency_ns!r} ns")
-        if fill_on == "decision_close" and latency_ns != 0:
-            raise ConfigError("account.fill_on", f"'decision_close' fills at the decision itself, so "
-                                                 f"account.latency must be 0s (was {latency_ns} ns)")
+        check_fill_rule(fill_on, latency_ns)
         if not balances:
             raise ConfigError("account.balances", "the router needs starting cash per venue and currency")
         self.account_id = account_id
