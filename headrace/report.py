@@ -392,7 +392,24 @@ def positions(db: Queryable, run_id: str) -> list[dict[str, Any]]:
         for k in ("as_of", "mark_ts"):
             r[k] = r[k].isoformat() if hasattr(r[k], "isoformat") else str(r[k])
         r["stale"] = bool(r["stale"])
-    return rows
+    return rows + _net_per_asset(rows)
+
+
+def _net_per_asset(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """With the router, positions are per venue and asset (``kraken:BTC``, PnL in the account currency): add one
+    ``net`` row per asset summing them across venues."""
+    out = []
+    for asset in sorted({r["asset"] for r in rows if r["quote"] == ""}):
+        legs = [r for r in rows if r["quote"] == "" and r["asset"] == asset]
+        total = {k: sum(r[k] for r in legs) for k in ("amount", "value_account", "unrealized_pnl", "realized_pnl",
+                                                       "fees", "net_pnl")}
+        out.append({"venue": "net", "asset": asset, "quote": "", "instrument": f"net:{asset}", **total,
+                    "avg_price": sum(r["amount"] * r["avg_price"] for r in legs) / total["amount"]
+                    if total["amount"] else 0.0,
+                    "mark": total["value_account"] / total["amount"] if total["amount"] else 0.0,
+                    "stale": all(r["stale"] for r in legs), "mark_ts": max(r["mark_ts"] for r in legs),
+                    "as_of": max(r["as_of"] for r in legs)})
+    return out
 
 
 RUNS_SQL = """

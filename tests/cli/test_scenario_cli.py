@@ -55,6 +55,13 @@ def test_the_scenario_routes_to_both_venues_and_signals_arbitrage_in_the_depeg(s
                  "f.run_id = 'straight' GROUP BY venue ORDER BY venue", state)
     assert [r["venue"] for r in rows] == ["binanceus", "kraken"]
     assert sum(r["n"] for r in rows) == summary["fills"]
+    # `headrace positions`: one row per venue and asset, and the net across venues
+    pos = json.loads(headrace("positions", "--run-id", "straight", "--json", state=state).stdout)
+    legs = [p for p in pos if p["venue"] != "net"]
+    [net] = [p for p in pos if p["venue"] == "net"]
+    assert {p["instrument"] for p in legs} <= {"binanceus:BTC", "kraken:BTC"} and net["instrument"] == "net:BTC"
+    assert net["amount"] == pytest.approx(sum(p["amount"] for p in legs))
+    assert net["value_account"] == pytest.approx(sum(p["value_account"] for p in legs))
 
 
 def test_the_scenario_killed_with_sigkill_and_started_again_has_the_same_fills(straight, tmp_path: Path) -> None:
