@@ -476,6 +476,25 @@ class RouterConfig(BaseModel):
         "15m", "a venue's last price older than this is not consolidated (arbitrage) nor routed to")
 
 
+class LiveConfig(BaseModel):
+    model_config = _SECTION
+
+    reconcile_every: Annotated[str, Duration(0, 30 * DAY_NS, lo_open=True)] = _key(
+        "5m", "paper and live: reconcile cash, open orders and fills with the venues this often (and at start)")
+    balance_tolerance: Annotated[float, Range(0, 1e15)] = _key(
+        0.0, "a balance may differ from the venue's by this much (units of its currency) and trading go on")
+    balance_tolerance_rel: Annotated[float, Range(0, 1)] = _key(
+        0.0001, "... or by this fraction of the venue's balance")
+    fills_window: Annotated[str, Duration(0, 30 * DAY_NS, lo_open=True)] = _key(
+        "1h", "reconciliation compares the fills of this window before the check")
+    rest_urls: dict[str, str] = _key(
+        {}, "per venue, a REST base URL in place of the venue's own (a proxy or a stand-in); empty: the venue's")
+    ws_urls: dict[str, str] = _key(
+        {}, "per venue, a websocket URL in place of the venue's own; empty: the venue's")
+    throttle_alert_s: Annotated[float, Range(0, 86_400, lo_open=True)] = _key(
+        60.0, "raise an alert when a venue stays throttled this many seconds")
+
+
 class MetricsConfig(BaseModel):
     model_config = _SECTION
 
@@ -504,6 +523,7 @@ class Config(BaseSettings):
     sizing: SizingConfig = Field(default_factory=SizingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
 
     _deprecations: tuple[str, ...] = PrivateAttr(default=())
 

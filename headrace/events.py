@@ -500,5 +500,41 @@ class Balance:
         return stable_id("balance", self.account, self.venue, self.currency, self.ts_event)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alert:
+    """Something an operator must look at: a venue that stays throttled, a reconciliation difference, a venue
+    stopped. `kind` is a short code (``throttled``, ``reconciliation``, ``venue_stopped``)."""
+
+    account: str
+    venue: str
+    ts_event: int
+    kind: str
+    message: str
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("alert", self.account, self.venue, self.ts_event, self.kind, self.message)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReconciliationRecord:
+    """One difference between the account's view of a venue and the venue's own, with both values (text)."""
+
+    account: str
+    venue: str
+    ts_event: int
+    kind: str  # balance | open_order | fill
+    key: str  # currency, client order id or fill id
+    local: str
+    venue_value: str
+    difference: str
+    within_tolerance: bool
+    action: str  # the venue's decision after this check: continue | stop
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("reconciliation", self.account, self.venue, self.ts_event, self.kind, self.key)
+
+
 WrittenEvent = (Bar | Features | Signal | Target | Order | Fill | Position | Equity | Quarantined | InstrumentStatus
-                | OrderStatus | RoutingDecision | ArbSignal | Balance)
+                | OrderStatus | RoutingDecision | ArbSignal | Balance | Alert | ReconciliationRecord)

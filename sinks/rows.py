@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from headrace.events import (
+    Alert,
     ArbSignal,
     Balance,
     Bar,
@@ -23,6 +24,7 @@ from headrace.events import (
     OrderStatus,
     Position,
     Quarantined,
+    ReconciliationRecord,
     RoutingDecision,
     Signal,
     Target,
@@ -185,6 +187,25 @@ SCHEMAS: dict[str, tuple[type, Columns]] = {
         ("amount", pa.float64(), lambda e: e.amount),
         ("rate", pa.float64(), lambda e: e.rate),
         ("value_account", pa.float64(), lambda e: e.value_account),
+    ]),
+    "alerts": (Alert, [
+        ("account", pa.string(), lambda e: e.account),
+        ("venue", pa.string(), lambda e: e.venue),
+        ("ts_event", TS, lambda e: e.ts_event),
+        ("kind", pa.string(), lambda e: e.kind),
+        ("message", pa.string(), lambda e: e.message),
+    ]),
+    "reconciliation": (ReconciliationRecord, [
+        ("account", pa.string(), lambda e: e.account),
+        ("venue", pa.string(), lambda e: e.venue),
+        ("ts_event", TS, lambda e: e.ts_event),
+        ("kind", pa.string(), lambda e: e.kind),
+        ("key", pa.string(), lambda e: e.key),
+        ("local", pa.string(), lambda e: e.local),
+        ("venue_value", pa.string(), lambda e: e.venue_value),
+        ("difference", pa.string(), lambda e: e.difference),
+        ("within_tolerance", pa.bool_(), lambda e: e.within_tolerance),
+        ("action", pa.string(), lambda e: e.action),
     ]),
     "quarantine": (Quarantined, [
         ("instrument", pa.string(), lambda e: e.instrument),

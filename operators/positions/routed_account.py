@@ -22,6 +22,14 @@ Kraken BTC position. Each `CrossSection` is handled in a fixed order:
 Every value in the account currency uses the market rate of the venue that holds it
 (`FxTable.rate(..., venue=)`): USDC cash on Kraken is worth what Kraken's BTC/USD and BTC/USDC imply.
 Average cost, realised PnL and fees of a position are in the account currency at the rates of each fill.
+
+Paper and live. With an `executor` (live trading), children are not simulated: each is handed to the
+executor when it is decided, and what the venue did (its fills, or why not) is applied at once, since an IOC
+order ends when the venue answers. The executor also reconciles: on the first cross-section and then every
+`reconcile_every_ns`, it compares the account's cash with the venues' and returns the differences (written as
+`ReconciliationRecord`s), the venues' balances (the venue is the truth: the account adopts them) and the venues
+on which trading must stop; those get no more children. The executor does the I/O; this core only calls it
+through the `Executor` protocol, so it stays free of network code and, without an executor, deterministic.
 """
 
 from __future__ import annotations
@@ -29,10 +37,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, Protocol
 
 from headrace.errors import ConfigError, InvariantError
 from headrace.events import (
+    Alert,
     Balance,
     Bar,
     CrossSection,
@@ -41,6 +50,7 @@ from headrace.events import (
     Order,
     OrderStatus,
     Position,
+    ReconciliationRecord,
     RoutingDecision,
     Side,
     stable_id,
@@ -60,7 +70,36 @@ from operators.router.listings import Listing
 from operators.router.matching import match_ioc
 from operators.router.sor import NO_METADATA, Candidate, Level, Parent, RoutePlan, route
 
-RoutedOut = Order | Fill | Position | Equity | OrderStatus | RoutingDecision | Balance
+RoutedOut = (Order | Fill | Position | Equity | OrderStatus | RoutingDecision | Balance | Alert
+             | ReconciliationRecord)
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """What a venue did with one child order: its fills and, unless it filled completely, the end and why."""
+
+    fills: tuple[tuple[str, float, float, float], ...]  # venue fill id, price (quote), amount (base), fee (quote)
+    status: Literal["filled", "cancelled", "rejected", "expired", "unknown"]
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    """The outcome of one reconciliation: differences, the venues' balances, and venues to stop trading on."""
+
+    records: tuple[ReconciliationRecord, ...]
+    balances: tuple[tuple[str, str, float], ...]  # venue, currency, amount: the venues' truth
+    stopped: frozenset[str]
+
+
+class Executor(Protocol):
+    """The live venues behind the account step (implemented with ccxt in `sinks/ccxt_executor.py`)."""
+
+    def submit(self, order: Order, ts: int) -> Execution: ...
+
+    def reconcile(self, ts: int, cash: Mapping[tuple[str, str], float]) -> Reconciled: ...
+
+    def alerts(self, ts: int) -> list[Alert]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +147,12 @@ class RoutedAccount:
     def __init__(self, account_id: str, listings: Mapping[str, Sequence[Listing]], fx: FxTable, *,
                  balances: Mapping[tuple[str, str], float], min_trade_weight: float, latency_ns: int = 0,
                  fill_on: FillOn = "next_open", band_bps: float = 50.0, max_volume_share: float = 0.1,
-                 quote_max_age_ns: int = 15 * 60 * 10**9) -> None:
+                 quote_max_age_ns: int = 15 * 60 * 10**9, executor: Executor | None = None,
+                 reconcile_every_ns: int = 5 * 60 * 10**9) -> None:
         check_fill_rule(fill_on, latency_ns)
-        if not balances:
-            raise ConfigError("account.balances", "the router needs starting cash per venue and currency")
+        if not balances and executor is None:
+            raise ConfigError("account.balances", "the router needs starting cash per venue and currency (live "
+                                                  "trading takes it from the venues)")
         self.account_id = account_id
         self.listings = {a: tuple(sorted(ls, key=lambda x: x.instrument)) for a, ls in sorted(listings.items())}
         self._of = {li.instrument: li for ls in self.listings.values() for li in ls}
@@ -123,6 +164,10 @@ class RoutedAccount:
         self.band_bps = band_bps
         self.max_volume_share = max_volume_share
         self.quote_max_age_ns = quote_max_age_ns
+        self.executor = executor
+        self.reconcile_every_ns = reconcile_every_ns
+        self._next_reconcile = -1
+        self._stopped: set[str] = set()
         self._funded = False
         self._cash: dict[tuple[str, str], float] = {}
         self._holdings: dict[tuple[str, str], Holding] = {}
@@ -150,6 +195,8 @@ class RoutedAccount:
             self._cash = dict(sorted(self.balances.items()))
             self._funded = True
             changed |= set(self._cash)
+        if self.executor is not None and cs.ts_event >= self._next_reconcile:
+            out += self._reconcile(cs.ts_event, changed)
         bars = {b.instrument: b for b in cs.bars}
         for w in list(self._working):  # 1. children whose first bar at or after their due time is here
             bar = bars.get(w.order.instrument)
@@ -182,6 +229,25 @@ class RoutedAccount:
             changed |= {k for k, v in self._cash.items() if v != 0}
         out += [self._position(k, cs.ts_event) for k in sorted(touched)]
         out += [self._balance(k, cs.ts_event) for k in sorted(changed)]
+        if self.executor is not None:
+            out += self.executor.alerts(cs.ts_event)
+        return out
+
+    def _reconcile(self, ts: int, changed: set[tuple[str, str]]) -> list[RoutedOut]:
+        """Compare cash with the venues, adopt their balances, stop the venues beyond tolerance."""
+        assert self.executor is not None
+        self._next_reconcile = ts + self.reconcile_every_ns
+        result = self.executor.reconcile(ts, dict(self._cash))
+        for venue, ccy, amount in result.balances:
+            if self._cash.get((venue, ccy)) != amount:
+                self._cash[(venue, ccy)] = amount
+                changed.add((venue, ccy))
+        out: list[RoutedOut] = list(result.records)
+        for venue in sorted(result.stopped - self._stopped):
+            out.append(Alert(account=self.account_id, venue=venue, ts_event=ts, kind="venue_stopped",
+                             message=f"trading on {venue} stopped: reconciliation found differences beyond "
+                                     f"tolerance ({sum(r.venue == venue for r in result.records)} records)"))
+        self._stopped = set(result.stopped)
         return out
 
     def flush(self) -> list[RoutedOut]:
@@ -214,7 +280,8 @@ class RoutedAccount:
             side: Side = "buy" if delta > 0 else "sell"
             parent = Parent(parent_id=stable_id("parent", self.account_id, asset, ts), account=self.account_id,
                             asset=asset, side=side, amount=abs(delta), ts_event=ts, band_bps=self.band_bps)
-            plan = route(parent, [self._candidate(li, side, ts) for li in self.listings[asset]])
+            plan = route(parent, [self._candidate(li, side, ts) for li in self.listings[asset]
+                                  if li.venue not in self._stopped])
             out += self._records(plan, t.weight)
             if not plan.children:
                 out.append(self._unrouted(plan, ts))
@@ -228,7 +295,9 @@ class RoutedAccount:
                 out.append(order)
                 reserved = child.expected_price * order.amount + child.expected_fee if side == "buy" else order.amount
                 w = WorkingChild(order, ts + self.latency_ns, reserved)
-                if self.fill_on == "next_open":
+                if self.executor is not None:
+                    out += self._apply_execution(order, self.executor.submit(order, ts), ts, changed, touched)
+                elif self.fill_on == "next_open":
                     self._working.append(w)
                 elif (bar := bars.get(order.instrument)) is None:
                     out.append(self._status(order.order_id, order.instrument, ts, "skipped", SKIPPED_NO_BAR))
@@ -338,6 +407,26 @@ class RoutedAccount:
                    f"IOC: {filled:.10g} of {o.amount:.10g} filled (at most {self.max_volume_share:g} of the "
                    f"bar's volume {bar.volume:.10g})")
             out.append(self._status(o.order_id, o.instrument, ts, "cancelled", why))
+        return out
+
+    def _apply_execution(self, o: Order, ex: Execution, ts: int, changed: set[tuple[str, str]],
+                         touched: set[tuple[str, str]]) -> list[RoutedOut]:
+        """Apply what a live venue did with child `o`: its fills, then the end of the rest."""
+        li = self._of[o.instrument]
+        out: list[RoutedOut] = []
+        for venue_fill_id, price, amount, fee in ex.fills:
+            fill = Fill(fill_id=stable_id("fill", o.order_id, venue_fill_id), order_id=o.order_id,
+                        account=o.account, instrument=o.instrument, ts_event=ts, side=o.side, price=price,
+                        amount=amount, fee=fee, fee_currency=li.quote, liquidity="taker", slippage_bps=0.0)
+            self._apply(fill, li)
+            changed.add((li.venue, li.quote))
+            touched.add((li.venue, li.base))
+            out.append(fill)
+        if ex.status != "filled":
+            status: Literal["cancelled", "skipped", "expired"] = (
+                "expired" if ex.status == "expired" else "skipped" if ex.status in ("rejected", "unknown")
+                else "cancelled")
+            out.append(self._status(o.order_id, o.instrument, ts, status, f"{ex.status}: {ex.reason}"[:300]))
         return out
 
     def _apply(self, fill: Fill, li: Listing) -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from headrace.errors import ConfigError
 from headrace.events import (
+    Alert,
     Balance,
     Bar,
     CrossSection,
@@ -21,12 +22,13 @@ from headrace.events import (
     Order,
     OrderStatus,
     Position,
+    ReconciliationRecord,
     RoutingDecision,
     Target,
 )
 from operators.execution.markets import Rounded, check_order, market_example
 from operators.positions.fx import FxTable
-from operators.positions.routed_account import RoutedAccount
+from operators.positions.routed_account import Execution, Reconciled, RoutedAccount
 from operators.router.listings import Listing
 
 A_USD, A_USDC, B_USD = "a:BTC/USD", "a:BTC/USDC", "b:BTC/USD"
@@ -188,3 +190,47 @@ def test_a_restored_core_continues_exactly(steps, cut, latency) -> None:
 def test_the_router_needs_starting_balances() -> None:
     with pytest.raises(ConfigError, match=r"account\.balances"):
         RoutedAccount("main", listings(), FX, balances={}, min_trade_weight=0.0)
+
+
+class StandInExecutor:
+    """A stand-in for the live venues (they cannot be reached here): records every order it is sent, fills
+    half of each, and reports venue b's USD balance 10 lower than the account thinks."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, float, float | None, int]] = []
+        self.checks: list[dict] = []
+
+    def submit(self, order: Order, ts: int) -> Execution:
+        self.sent.append((order.instrument, order.side, order.amount, order.limit_price, ts))
+        return Execution(fills=((f"v{len(self.sent)}", order.limit_price or 0.0, order.amount / 2, 0.01),),
+                         status="cancelled", reason="IOC rest")
+
+    def reconcile(self, ts: int, cash) -> Reconciled:  # type: ignore[no-untyped-def]
+        self.checks.append(dict(cash))
+        venue_b = cash[("b", "USD")] - 10.0
+        rec = ReconciliationRecord(account="main", venue="b", ts_event=ts, kind="balance", key="USD",
+                                   local=str(cash[("b", "USD")]), venue_value=str(venue_b), difference="-10",
+                                   within_tolerance=False, action="stop")
+        return Reconciled(records=(rec,), balances=(("b", "USD", venue_b),), stopped=frozenset({"b"}))
+
+    def alerts(self, ts: int) -> list:
+        return []
+
+
+def test_with_a_stand_in_executor_children_are_sent_at_once_and_reconciliation_stops_a_venue() -> None:
+    ex = StandInExecutor()
+    acct = RoutedAccount("main", listings(), FX, balances=CASH, min_trade_weight=0.0, band_bps=100.0,
+                         max_volume_share=0.5, executor=ex, reconcile_every_ns=10**12)
+    out = run(acct, sections([(100.0, 100.0, 99.0, None), (100.0, 100.0, 99.0, 0.9)]))
+    # reconciled once (the first cross-section), the venue's balance adopted, b stopped with an alert
+    assert len(ex.checks) == 1 and acct._cash[("b", "USD")] == 990.0
+    assert [(r.venue, r.kind, r.key) for r in out if isinstance(r, ReconciliationRecord)] == [("b", "balance", "USD")]
+    assert [(a.venue, a.kind) for a in out if isinstance(a, Alert)] == [("b", "venue_stopped")]
+    # b is the cheapest venue, but stopped: the children go to a only, sent when decided (t = 120)
+    orders = [o for o in out if isinstance(o, Order)]
+    assert [(i, s, a, lim, t) for i, s, a, lim, t in ex.sent] == [
+        (o.instrument, o.side, o.amount, o.limit_price, 120) for o in orders]
+    assert {o.instrument for o in orders} <= {A_USD, A_USDC} and orders
+    fills = [f for f in out if isinstance(f, Fill)]
+    assert [f.amount for f in fills] == [o.amount / 2 for o in orders]
+    assert all(s.status == "cancelled" and "IOC rest" in s.reason for s in out if isinstance(s, OrderStatus))
