@@ -28,6 +28,7 @@ from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
 from bytewax.operators import KeyedStream
 from bytewax.outputs import Sink
 
@@ -51,7 +52,7 @@ from operators.portfolio.cross_section import CrossSectionCore
 from operators.portfolio.sizing import VolTargetSizer
 from operators.positions.account import Account, AccountOut, AccountSnap, FillOn
 from operators.positions.fx import FxTable, infer_currency
-from operators.positions.routed_account import RoutedAccount, RoutedAccountSnap, RoutedOut
+from operators.positions.routed_account import Executor, RoutedAccount, RoutedAccountSnap, RoutedOut
 from operators.router.arbitrage import ArbitrageCore
 from operators.router.listings import Listing, listings_by_asset
 from operators.signals.momentum import CrossSectionalMomentum, SignalModel, TimeSeriesMomentum
@@ -138,15 +139,19 @@ def _rows_of_cross_section(cs: CrossSection) -> list[WrittenEvent]:
     return [*cs.signals, *cs.targets, *cs.statuses, *arbitrage]
 
 
-def build_flow(plan: ReplayPlan, config: Config, run_id: str, *, dsn: str | None = None,
-               progress: Progress | None = None, source: ReplaySource | None = None,
-               sink: Sink[tuple[str, Any]] | None = None) -> Dataflow:
+def build_flow(plan: ReplayPlan | None, config: Config, run_id: str, *, dsn: str | None = None,
+               progress: Progress | None = None, source: Source[MarketSlice] | None = None,
+               sink: Sink[tuple[str, Any]] | None = None, executor: Executor | None = None,
+               universe: Sequence[str] | None = None) -> Dataflow:
     """Return the replay dataflow for `plan`, writing under `run_id` to `dsn` (default: the config's).
 
     `source` and `sink` replace the replay source and the ClickHouse sink (tests collect rows in memory;
-    sink items are ``("clickhouse", event or list of events)``).
+    sink items are ``("clickhouse", event or list of events)``). Paper and live mode (`flows.live`) give a
+    `source`, the `universe` it streams instead of a plan, and for live trading the router account's `executor`.
     """
-    w = wiring(config, plan.universe)
+    if plan is None and (source is None or universe is None):
+        raise ValueError("build_flow: without a replay plan, give the source and its universe")
+    w = wiring(config, plan.universe if plan is not None else tuple(universe or ()))
     tf = config.timeframe_ns
     feats_cfg, strat, siz, acct = config.features, config.strategy, config.sizing, config.account
     sizer = VolTargetSizer(siz.target_volatility, siz.max_weight, siz.max_gross_leverage, strat.long_only)
@@ -156,7 +161,7 @@ def build_flow(plan: ReplayPlan, config: Config, run_id: str, *, dsn: str | None
     fill_on: FillOn = "decision_close" if acct.fill_on == "decision_close" else "next_open"
 
     flow = Dataflow("headrace")
-    market = op.input("market", flow, source or ReplaySource(plan, progress))
+    market = op.input("market", flow, source if source is not None else ReplaySource(plan, progress))  # type: ignore[arg-type]
     by_instrument = op.key_on("key_instrument", market, lambda s: s.instrument)
 
     checked: Stream[MarketSlice | Quarantined] = op.key_rm("checked_values", core_step(
@@ -197,7 +202,8 @@ def build_flow(plan: ReplayPlan, config: Config, run_id: str, *, dsn: str | None
             return RoutedAccount(acct.id, w.listings, w.fx, balances=w.balances,
                                  min_trade_weight=siz.min_trade_weight, latency_ns=latency, fill_on=fill_on,
                                  band_bps=rc.band_bps, max_volume_share=rc.max_volume_share,
-                                 quote_max_age_ns=parse_duration(rc.quote_max_age))
+                                 quote_max_age_ns=parse_duration(rc.quote_max_age), executor=executor,
+                                 reconcile_every_ns=parse_duration(config.live.reconcile_every))
         return Account(acct.id, w.venues, w.fx, w.sim, initial_cash=acct.initial_cash,
                        min_trade_weight=siz.min_trade_weight, latency_ns=latency, fill_on=fill_on)
 
