@@ -9,7 +9,10 @@ Client order ids. A child's id is ``client_order_id(account, parent, venue, chil
 child's parent order id (its own order id when it has no parent) and ``child_seq`` the first 48 bits of a hash
 of the child's order id (`child_seq`). Two children of one parent on one venue (two quote currencies) get two
 ids; the same child sent again (after a crash) gets the same id, so the venue refuses a duplicate and
-`CcxtVenue.submit` looks the order up instead of sending it twice.
+`CcxtVenue.submit` looks the order up instead of sending it twice. Since a venue may accept the id of a
+*finished* order again (Binance refuses a duplicate only while the first is open), each child is first looked up
+by its client id (one request): one the venue already has is not sent again, its outcome is returned. When that
+lookup fails, the child is not sent (``unknown``): never an order twice.
 
 Fills. A child's fills are the venue's own trades of that order (``fetch_my_trades``, matched by venue order
 id or client id): real fill ids, prices, amounts and fees, a fee charged in the base currency converted to the
@@ -134,6 +137,14 @@ class CcxtExecutor:
         if market is None:
             return Execution((), "rejected", f"no market metadata for {order.instrument}")
         self._traded.setdefault(venue_name, set()).add(order.instrument)
+        try:  # sent before (a resubmission after a crash)? A venue may take a finished order's id again
+            placed_before = venue.fetch_order_by_client_id(cid, order.instrument)
+        except Exception as exc:  # noqa: BLE001
+            return Execution((), "unknown", redact(f"client id {cid}: not sent, since the venue could not say "
+                                                   f"whether it has it already: {type(exc).__name__}: {exc}"))
+        if placed_before is not None:
+            log.info("%s order %s already on the venue: not sent again", venue_name, cid)
+            return self._execution(venue, market, placed_before)
         request = OrderRequest(client_id=cid, instrument=order.instrument, side=order.side, amount=order.amount,
                                price=order.limit_price)
         try:

@@ -123,7 +123,36 @@ def test_insufficient_balance_is_rejected_with_the_venues_reason_stand_in(stand_
     e = ex.submit(child(), 0)
     assert (e.status, e.fills) == ("rejected", ())
     assert e.reason.startswith("InsufficientFunds: ") and "insufficient balance" in e.reason
-    assert calls(stand_in) == [("POST", ORDER, 400)]  # a final error: no retry, no trade lookup
+    assert calls(stand_in) == [("GET", ORDER, 400), ("POST", ORDER, 400)]  # a final error: no retry, no trades
+
+
+def test_a_resubmission_after_a_crash_is_not_sent_again_stand_in(stand_in: BinanceStandIn) -> None:
+    first = make_executor(stand_in).submit(child(1), 0)
+    again = make_executor(stand_in).submit(child(1), 0)  # a fresh process re-deciding the same child
+    assert again == first and first.status == "filled" and len(first.fills) == 1
+    assert len(stand_in.accepted_orders()) == 1 and len(posts(stand_in)) == 1
+    lookups = [r.params for r in stand_in.requests if (r.method, r.path) == ("GET", ORDER)]
+    assert [(p["symbol"], p["origClientOrderId"]) for p in lookups] == [("BTCUSDT", cid(1))] * 2
+
+
+def test_a_failed_lookup_sends_nothing_stand_in(stand_in: BinanceStandIn) -> None:
+    ex = make_executor(stand_in, max_attempts=2)
+    stand_in.script("GET", ORDER, *[Fault("429", retry_after_s=1)] * 2)
+    e = ex.submit(child(1), 0)
+    assert e.status == "unknown" and e.reason.startswith(f"client id {cid(1)}: not sent")
+    assert posts(stand_in) == []
+
+
+def test_fills_are_estimated_when_the_trades_cannot_be_read_stand_in(stand_in: BinanceStandIn) -> None:
+    ex = make_executor(stand_in, max_attempts=2)
+    stand_in.script("GET", "/api/v3/myTrades", *[Fault("429", retry_after_s=1)] * 2)
+    e = ex.submit(child(1, amount=0.02), 0)
+    order_id = str(max(stand_in.orders))
+    assert e.status == "filled" and e.fills == ((f"{order_id}-estimated", 60000.0, 0.02, 60000.0 * 0.02 * 0.001),)
+    assert e.reason == "fills estimated: filled x average, fee at the taker fee 0.001 (trades unavailable " \
+                       "(VenueUnavailable))"
+    r = ex.reconcile(now_ns(), {("binance", "USDT"): 100000.0})  # the venue's fill of a known order: adopted
+    assert (r.records, r.stopped) == ((), frozenset())
 
 
 def test_an_unconfigured_venue_or_a_market_order_is_rejected_unsent_stand_in(stand_in: BinanceStandIn) -> None:
@@ -141,7 +170,7 @@ def test_timeout_of_an_accepted_order_gives_one_order_and_its_fills_stand_in(sta
     stand_in.script("POST", ORDER, Fault("slow", delay_s=0.7))
     e = ex.submit(child(), 0)
     assert len(stand_in.accepted_orders()) == 1 and [p["newClientOrderId"] for p in posts(stand_in)] == [cid()]
-    assert calls(stand_in)[:2] == [("POST", ORDER, 200), ("GET", ORDER, 200)]  # looked up, not resent
+    assert calls(stand_in)[:3] == [("GET", ORDER, 400), ("POST", ORDER, 200), ("GET", ORDER, 200)]  # not resent
     assert e.status == "filled" and list(e.fills) == venue_fills(stand_in) and len(e.fills) == 1
 
 
@@ -150,7 +179,7 @@ def test_an_ioc_left_on_the_book_is_cancelled_and_no_open_order_remains_stand_in
     stand_in.script("POST", ORDER, Fault("rest"))
     e = ex.submit(child(), 0)
     assert (e.status, e.fills) == ("cancelled", ())
-    assert [r.method for r in stand_in.requests if r.path == ORDER] == ["POST", "DELETE"]
+    assert [r.method for r in stand_in.requests if r.path == ORDER] == ["GET", "POST", "DELETE"]
     r = ex.reconcile(now_ns(), {("binance", "USDT"): 100000.0})
     assert (r.records, r.stopped) == ((), frozenset())
 
