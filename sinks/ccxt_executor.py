@@ -144,13 +144,14 @@ class CcxtExecutor:
                                                    f"whether it has it already: {type(exc).__name__}: {exc}"))
         if placed_before is not None:
             log.info("%s order %s already on the venue: not sent again", venue_name, cid)
-            return self._execution(venue, market, placed_before)
-        request = OrderRequest(client_id=cid, instrument=order.instrument, side=order.side, amount=order.amount,
-                               price=order.limit_price)
-        try:
-            placed = venue.submit(request)
-        except Exception as exc:  # noqa: BLE001 - the order may or may not be on the venue
-            return Execution((), "unknown", redact(f"client id {cid}: {type(exc).__name__}: {exc}"))
+            placed = placed_before
+        else:
+            request = OrderRequest(client_id=cid, instrument=order.instrument, side=order.side,
+                                   amount=order.amount, price=order.limit_price)
+            try:
+                placed = venue.submit(request)
+            except Exception as exc:  # noqa: BLE001 - the order may or may not be on the venue
+                return Execution((), "unknown", redact(f"client id {cid}: {type(exc).__name__}: {exc}"))
         if placed.status in ("accepted", "partially_filled"):  # an IOC left working: take it off the book
             try:
                 placed = venue.cancel(placed)

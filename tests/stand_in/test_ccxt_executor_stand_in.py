@@ -135,6 +135,15 @@ def test_a_resubmission_after_a_crash_is_not_sent_again_stand_in(stand_in: Binan
     assert [(p["symbol"], p["origClientOrderId"]) for p in lookups] == [("BTCUSDT", cid(1))] * 2
 
 
+def test_a_resubmitted_child_found_working_is_cancelled_not_sent_stand_in(stand_in: BinanceStandIn) -> None:
+    ex = make_executor(stand_in)
+    stand_in.script("POST", ORDER, Fault("rest"))
+    ex.venues["binance"].submit(OrderRequest(cid(1), BTC, "buy", 0.01, 50000.0))  # sent before a crash, still open
+    e = ex.submit(child(1), 0)
+    assert (e.status, e.fills) == ("cancelled", ()) and len(posts(stand_in)) == 1
+    assert [r.method for r in stand_in.requests if r.path == ORDER] == ["POST", "GET", "DELETE"]
+
+
 def test_a_failed_lookup_sends_nothing_stand_in(stand_in: BinanceStandIn) -> None:
     ex = make_executor(stand_in, max_attempts=2)
     stand_in.script("GET", ORDER, *[Fault("429", retry_after_s=1)] * 2)
