@@ -102,7 +102,13 @@ class TradeChunk:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QuoteChunk:
-    """Top-of-book updates of one instrument: best bid/ask prices and sizes."""
+    """Top-of-book updates of one instrument: best bid/ask prices and sizes.
+
+    Quotes replayed from an order book also carry the book's top levels after each update: `bid_levels` and
+    `ask_levels` are structured arrays, one element per row, with fields ``price`` and ``amount``, each of
+    shape (depth,), best level first, padded with NaN where the book has fewer levels (so
+    ``q.bid_levels["price"]`` is a (rows, depth) float array). None for other quote data.
+    """
 
     instrument: str
     ts_event: I64
@@ -112,6 +118,8 @@ class QuoteChunk:
     bid_size: F64
     ask_size: F64
     origin: Provenance
+    bid_levels: npt.NDArray[np.void] | None = None
+    ask_levels: npt.NDArray[np.void] | None = None
 
     def __len__(self) -> int:
         return len(self.ts_event)
@@ -197,7 +205,9 @@ class MarketSlice:
 class Bar:
     """One closed OHLCV bar; `ts_event` is the close time (when the bar is known), `ts_open` the open.
 
-    `bid`/`ask` are the last quote inside the bar when quotes were seen, else None.
+    `bid`/`ask` are the last quote at or before the close when quotes were seen, else None; `bid_size`/
+    `ask_size` the sizes of that quote. `bids`/`asks` are the top levels ``(price, amount)``, best first, of
+    the last order-book state at or before the close when the data is an order book, else empty.
     """
 
     instrument: str
@@ -211,6 +221,10 @@ class Bar:
     trades: int  # number of trades in the bar; -1 when the recorded bar does not say
     bid: float | None = None
     ask: float | None = None
+    bid_size: float | None = None
+    ask_size: float | None = None
+    bids: tuple[tuple[float, float], ...] = ()
+    asks: tuple[tuple[float, float], ...] = ()
 
     @property
     def event_id(self) -> str:

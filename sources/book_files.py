@@ -18,7 +18,8 @@ A malformed row or line never stops a read: it becomes a `BadRecord` with a one-
 row of a message is left out of it; a bad JSON line is a lost message, which the update ids then show
 as a gap). `replay_book` runs the updates through `operators.book.book_builder.BookBuilder` and yields a
 `BookQuote` whenever the top of the book (or its top `depth` levels) changes, plus the gaps and crossed
-books the builder reports. `quote_frames` turns that into the quote frames of `sources.formats`.
+books the builder reports. `quote_frames` turns that into the quote frames of `sources.formats`, with the
+top `BOOK_DEPTH` levels of each side.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from headrace.errors import DataSourceError
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
 
 BOOK_FORMATS = ("book_binance_depth", "book_tardis_snapshot", "book_tardis_incremental", "book_bybit")
 BOOK_EXTS = (".data", ".data.zip", ".jsonl", ".jsonl.gz")  # besides the CSV ones sources.formats knows
+BOOK_DEPTH = 20  # levels per side a replayed book gives its quotes (QuoteChunk.bid_levels / ask_levels)
 _MAX_REASON = 200
 _MS, _US = 1_000_000, 1_000
 
@@ -419,37 +423,75 @@ def replay_file(path: str, *, depth: int = 0, fmt: str = "", instrument: str = "
 
 
 # --------------------------------------------------------------------------------------------------
+# levels as columns
+
+
+def levels_dtype(depth: int = BOOK_DEPTH) -> np.dtype[np.void]:
+    """The element type of `QuoteChunk.bid_levels` / `ask_levels`: ``price`` and ``amount``, `depth` each."""
+    return np.dtype([("price", np.float64, (depth,)), ("amount", np.float64, (depth,))])
+
+
+def levels_array(sides: Iterable[tuple[Level, ...]], depth: int = BOOK_DEPTH) -> npt.NDArray[np.void]:
+    """One element per side (levels best first), padded with NaN beyond its levels.
+
+    Examples
+    --------
+    >>> a = levels_array([((2.0, 1.5), (1.0, 3.0)), ()], depth=3)
+    >>> a["price"].tolist(), a["amount"][0].tolist()
+    ([[2.0, 1.0, nan], [nan, nan, nan]], [1.5, 3.0, nan])
+    """
+    rows = list(sides)
+    grid = np.full((len(rows), depth, 2), np.nan)
+    for i, lv in enumerate(rows):
+        if lv:
+            grid[i, : min(len(lv), depth)] = lv[:depth]
+    return levels_from_grid(grid)
+
+
+def levels_from_grid(grid: npt.NDArray[np.float64]) -> npt.NDArray[np.void]:
+    """The structured levels of a (rows, depth, 2) array of (price, amount)."""
+    out = np.empty(grid.shape[0], levels_dtype(grid.shape[1]))
+    out["price"], out["amount"] = grid[:, :, 0], grid[:, :, 1]
+    return out
+
+
+def level_tuples(element: np.void) -> tuple[Level, ...]:
+    """The levels ``(price, amount)`` of one element of `levels_array`, without the padding.
+
+    Examples
+    --------
+    >>> level_tuples(levels_array([((2.0, 1.5),)], depth=2)[0])
+    ((2.0, 1.5),)
+    """
+    prices, amounts = element["price"], element["amount"]
+    n = int(np.count_nonzero(~np.isnan(prices)))
+    return tuple(zip(prices[:n].tolist(), amounts[:n].tolist()))
+
+
+# --------------------------------------------------------------------------------------------------
 # the bridge to sources.formats: quote frames
 
 
 def quote_frames(spec: FileSpec, options: ReadOptions, batch_rows: int | None,
                  start_row: int) -> Iterator[ParsedFrame]:
-    """The top-of-book quotes of a book file as `ParsedFrame`s of kind quote, `batch_rows` output rows at a time
-    from output row `start_row` (the book is always rebuilt from the start of the file).
+    """The quotes of a book file as `ParsedFrame`s of kind quote, `batch_rows` output rows at a time from output
+    row `start_row` (the book is always rebuilt from the start of the file).
 
     One output row per emitted quote, gap, crossed book and bad record, in file order; ``row`` is the
     data row (line) that completed the message. Gaps, crossed books and bad records are rows with a
-    ``problem`` (quarantined downstream); quotes stamped outside the plausibility window too.
+    ``problem`` (quarantined downstream); quotes stamped outside the plausibility window too. A quote is
+    emitted whenever one of the top `BOOK_DEPTH` levels changes; columns ``bid_levels`` and ``ask_levels``
+    (``Array(Float64, (BOOK_DEPTH, 2))``: price, amount; NaN padding, and all NaN in problem rows) hold
+    them. A quote that changes only deeper levels at the same event time as the quote before it replaces
+    that quote (the two would otherwise have the same top at the same time: a duplicate to the validator).
     """
     inst = f"{spec.venue}:{spec.symbol}"
-    items = replay_file(spec.path, fmt=spec.format, instrument=inst)
+    items = replay_file(spec.path, fmt=spec.format, instrument=inst, depth=BOOK_DEPTH)
     lo, hi = options.earliest_ns, options.latest_ns
     buf: list[tuple[Any, ...]] = []
     n = 0
     any_out = False
-    for it in items:
-        if isinstance(it, BookQuote):
-            problem = None
-            if not lo <= it.ts_event <= hi:
-                problem = f"timestamp out of range: {it.ts_event} ns is outside {options.window}"
-            rec: tuple[Any, ...] = (it.ts_event, it.ts_recv, it.bid, it.ask, it.bid_size, it.ask_size, it.row,
-                                    problem, None if problem is None else json.dumps({"ts_event": it.ts_event}))
-        elif isinstance(it, BadRecord):
-            rec = (it.ts_event, it.ts_event, None, None, None, None, it.row, it.reason, json.dumps({"line": it.raw}))
-        else:
-            ev = it.event
-            raw = json.dumps({"event": type(ev).__name__, **dataclasses.asdict(ev)})
-            rec = (ev.ts, ev.ts, None, None, None, None, it.row, ev.reason, raw)
+    for rec in _coalesced(items, lo, hi, options.window):
         n += 1
         if n <= start_row:
             continue
@@ -462,12 +504,54 @@ def quote_frames(spec: FileSpec, options: ReadOptions, batch_rows: int | None,
         yield _frame(spec, inst, buf)
 
 
+def _coalesced(items: Iterable[BookQuote | BookIssue | BadRecord], lo: int, hi: int,
+               window: str) -> Iterator[tuple[Any, ...]]:
+    # output records; a quote is held back until the next item shows it is not replaced by a deeper-only change
+    pending: BookQuote | None = None
+
+    def quote_rec(q: BookQuote) -> tuple[Any, ...]:
+        problem = None
+        if not lo <= q.ts_event <= hi:
+            problem = f"timestamp out of range: {q.ts_event} ns is outside {window}"
+        return (q.ts_event, q.ts_recv, q.bid, q.ask, q.bid_size, q.ask_size, q.row, problem,
+                None if problem is None else json.dumps({"ts_event": q.ts_event}), q.bids, q.asks)
+
+    for it in items:
+        if isinstance(it, BookQuote):
+            if pending is not None and (pending.ts_event, pending.bid, pending.ask, pending.bid_size,
+                                        pending.ask_size) == (it.ts_event, it.bid, it.ask, it.bid_size, it.ask_size):
+                pending = it
+                continue
+            if pending is not None:
+                yield quote_rec(pending)
+            pending = it
+            continue
+        if pending is not None:
+            yield quote_rec(pending)
+            pending = None
+        if isinstance(it, BadRecord):
+            yield (it.ts_event, it.ts_event, None, None, None, None, it.row, it.reason, json.dumps({"line": it.raw}),
+                   (), ())
+        else:
+            ev = it.event
+            raw = json.dumps({"event": type(ev).__name__, **dataclasses.asdict(ev)})
+            yield (ev.ts, ev.ts, None, None, None, None, it.row, ev.reason, raw, (), ())
+    if pending is not None:
+        yield quote_rec(pending)
+
+
 _SCHEMA = {"ts_event": pl.Int64, "ts_recv": pl.Int64, "bid": pl.Float64, "ask": pl.Float64, "bid_size": pl.Float64,
            "ask_size": pl.Float64, "row": pl.Int64, "problem": pl.Utf8, "raw": pl.Utf8}
 
 
 def _frame(spec: FileSpec, inst: str, recs: list[tuple[Any, ...]]) -> ParsedFrame:
-    df = pl.DataFrame(recs, schema=_SCHEMA, orient="row")
+    df = pl.DataFrame([r[:-2] for r in recs], schema=_SCHEMA, orient="row")
+    for i, name in ((-2, "bid_levels"), (-1, "ask_levels")):
+        grid = np.full((len(recs), BOOK_DEPTH, 2), np.nan)
+        for j, r in enumerate(recs):
+            if r[i]:
+                grid[j, : len(r[i])] = r[i][:BOOK_DEPTH]
+        df = df.with_columns(pl.Series(name, grid, dtype=pl.Array(pl.Float64, (BOOK_DEPTH, 2))))
     return formats.ParsedFrame(instrument=inst, kind="quote", timeframe_ns=0, path=spec.path, frame=df,
                                ts_unit=_TS_UNIT.get(spec.format, ""))
 

@@ -5,7 +5,8 @@ and file, in one of three normalised schemas (all times integer UTC epoch ns; ro
 
 - bar:   ts_open, ts_event (= ts_open + timeframe, the close), ts_recv, open, high, low, close, volume
 - trade: ts_event, ts_recv, price, amount, side (+1 buy, -1 sell, 0 unknown; the taker), trade_id
-- quote: ts_event, ts_recv, bid, ask, bid_size, ask_size
+- quote: ts_event, ts_recv, bid, ask, bid_size, ask_size (order books add bid_levels, ask_levels: the top
+  `sources.book_files.BOOK_DEPTH` levels, ``Array(Float64, (depth, 2))`` of price and amount, NaN padded)
 
 plus ``row`` (0-based data row in the file), ``problem`` (null, or why the row is unusable) and ``raw``
 (the row as read, JSON, for rows with a problem). The checks that need no memory of other rows run

@@ -66,6 +66,7 @@ _COLUMNS = {
     "quote": ("ts_event", "ts_recv", "bid", "ask", "bid_size", "ask_size"),
     "bar": ("ts_open", "ts_event", "ts_recv", "open", "high", "low", "close", "volume"),
 }
+_LEVELS = ("bid_levels", "ask_levels")  # optional quote columns: the top levels of an order book
 DEFAULT_BATCH_ROWS = 32_768  # rows read from one file at a time by a lazy plan
 _NO_HEADER = {"kraken_ohlcvt", "binance_klines", "kraken_trades"}  # CSV layouts without a header line
 
@@ -207,7 +208,8 @@ class InMemoryPlan(ReplayPlan):
                     pl.lit(f.instrument).alias("instrument"), "ts_event", "ts_recv", "file_index", "row",
                     "problem", "raw", "merge_key"))
             by_stream[(f.instrument, f.kind)].append(df.filter(pl.col("problem").is_null()))
-        keys = [(inst, kind, pl.concat(parts, how="vertical_relaxed").sort(["merge_key", "file_index", "row"]))
+        keys = [(inst, kind, pl.concat(_with_levels(parts), how="vertical_relaxed").sort(["merge_key", "file_index",
+                                                                                         "row"]))
                 for (inst, kind), parts in sorted(by_stream.items())]
         bad_all = (pl.concat(bad_parts, how="vertical_relaxed").sort(["merge_key", "file_index", "row"])
                    if bad_parts else None)
@@ -594,8 +596,7 @@ class _LazyCursor:
                 fidx = np.concatenate([np.full(len(p[2]), i, np.int32) for i, p in parts])
                 order = np.lexsort((rows, fidx, keys))
                 rows, fidx = rows[order], fidx[order]
-                cols = {k: (None if parts[0][1][0][k] is None
-                            else np.concatenate([p[0][k] for _, p in parts])[order])
+                cols = {k: _concat([p[0][k] for _, p in parts], [len(p[2]) for _, p in parts], order)
                         for k in parts[0][1][0]}
             chunks[inst][_KIND_FIELD[kind]] = _chunk(inst, kind, cols, fidx, rows, files)
         rejected: dict[str, list[Quarantined]] = defaultdict(list)
@@ -628,6 +629,11 @@ def _cuts(keys: np.ndarray, rows_before: int, chunk_rows: int, *, last: bool) ->
 def _numpy_columns(d: pl.DataFrame, kind: str, has_ids: bool, fill: bool = False) -> dict[str, np.ndarray | None]:
     # `fill`: the frame holds rejected rows too, whose nulls must not turn integer columns into floats
     cols: dict[str, np.ndarray | None] = {}
+    if kind == "quote":  # order books: the top levels (QuoteChunk.bid_levels / ask_levels); None for other quotes
+        from sources import book_files
+
+        for c in _LEVELS:
+            cols[c] = book_files.levels_from_grid(d[c].to_numpy()) if c in d.columns else None
     for c in _COLUMNS[kind]:
         s = d[c]
         if c == "trade_id":
@@ -640,6 +646,34 @@ def _numpy_columns(d: pl.DataFrame, kind: str, has_ids: bool, fill: bool = False
         else:
             cols[c] = s.cast(pl.Float64).to_numpy()
     return cols
+
+
+def _with_levels(parts: list[pl.DataFrame]) -> list[pl.DataFrame]:
+    # quote frames of one instrument from a book file and from a quote file: NaN levels for the quote file's rows
+    have = [p for p in parts if _LEVELS[0] in p.columns]
+    if not have or len(have) == len(parts):
+        return parts
+    dtype = have[0].schema[_LEVELS[0]]
+    shape = (dtype.shape if isinstance(dtype, pl.Array) else ())
+    return [p if _LEVELS[0] in p.columns else p.with_columns(
+        *(pl.Series(c, np.full((p.height, *shape), np.nan), dtype=dtype) for c in _LEVELS)).select(have[0].columns)
+        for p in parts]
+
+
+def _concat(values: list[np.ndarray | None], lengths: list[int], order: np.ndarray) -> np.ndarray | None:
+    # one column of several files' rows (None when no file has it; NaN levels for the files without levels)
+    if all(v is None for v in values):
+        return None
+    like = next(v for v in values if v is not None)
+    filled = []
+    for v, n in zip(values, lengths):
+        if v is None:
+            v = np.empty(n, like.dtype)
+            for name in like.dtype.names or ():
+                v[name] = np.nan
+        filled.append(v)
+    out: np.ndarray = np.concatenate(filled)[order]
+    return out
 
 
 def _quarantined(bad: pl.DataFrame, files: tuple[str, ...]) -> Iterator[Quarantined]:

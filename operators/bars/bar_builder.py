@@ -3,7 +3,8 @@
 Bars are cut on event time, never on the wall clock: the bar ``[start, start + timeframe)`` closes
 when the source's watermark says every record before ``start + timeframe`` has arrived. Trades make
 OHLCV; a bar with quotes but no trades takes its OHLC from mid prices (volume 0); a bar with neither
-is not emitted. Each bar carries the last best bid/ask known at its close, when quotes were seen.
+is not emitted. Each bar carries the last best bid/ask and their sizes known at its close, when quotes
+were seen, and the top levels of the last order-book state when the quotes come from an order book.
 All tick work is numpy on whole chunks; Python runs once per bar, not per tick.
 """
 
@@ -12,10 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+import numpy.typing as npt
 
 from headrace.errors import ConfigError, InvariantError
 from headrace.events import F64, I64, Bar, BarBatch, BarChunk, MarketSlice, QuoteChunk, TradeChunk
 from operators.base import check_version
+
+Levels = tuple[tuple[float, float], ...]
+_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +36,15 @@ class Agg:
     count: int
     bid: float | None = None  # last quote in the bucket (quote aggregates only)
     ask: float | None = None
+    bid_size: float | None = None
+    ask_size: float | None = None
+    bids: Levels = ()  # its top levels (quotes from an order book)
+    asks: Levels = ()
 
     def merge(self, later: Agg) -> Agg:
         return Agg(self.start, self.open, max(self.high, later.high), min(self.low, later.low), later.close,
-                   self.volume + later.volume, self.count + later.count, later.bid, later.ask)
+                   self.volume + later.volume, self.count + later.count, later.bid, later.ask, later.bid_size,
+                   later.ask_size, later.bids, later.asks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +56,10 @@ class BarBuilderSnap:
     last_bid: float | None
     last_ask: float | None
     last_recorded: int
+    last_bid_size: float | None
+    last_ask_size: float | None
+    last_bids: Levels
+    last_asks: Levels
 
 
 def aggregate(ts: I64, price: F64, size: F64, timeframe_ns: int) -> list[Agg]:
@@ -96,6 +110,10 @@ class BarBuilder:
         self._quotes: dict[int, Agg] = {}
         self._last_bid: float | None = None
         self._last_ask: float | None = None
+        self._last_bid_size: float | None = None
+        self._last_ask_size: float | None = None
+        self._last_bids: Levels = ()
+        self._last_asks: Levels = ()
         self._last_recorded = np.iinfo(np.int64).min
 
     def update(self, item: MarketSlice) -> list[BarBatch]:
@@ -136,7 +154,8 @@ class BarBuilder:
         groups = aggregate(q.ts_event, mid, np.zeros_like(mid), self.timeframe_ns)
         ends = np.cumsum([g.count for g in groups]) - 1
         for g, e in zip(groups, ends.tolist()):
-            g = replace(g, bid=float(q.bid[e]), ask=float(q.ask[e]))
+            g = replace(g, bid=float(q.bid[e]), ask=float(q.ask[e]), bid_size=float(q.bid_size[e]),
+                        ask_size=float(q.ask_size[e]), bids=_levels(q.bid_levels, e), asks=_levels(q.ask_levels, e))
             prev = self._quotes.get(g.start)
             self._quotes[g.start] = prev.merge(g) if prev else g
 
@@ -149,24 +168,40 @@ class BarBuilder:
             t, q = self._trades.pop(s, None), self._quotes.pop(s, None)
             if q is not None:
                 self._last_bid, self._last_ask = q.bid, q.ask
+                self._last_bid_size, self._last_ask_size, self._last_bids, self._last_asks = (
+                    q.bid_size, q.ask_size, q.bids, q.asks)
             src = t if t is not None else q
             assert src is not None
             out.append(Bar(instrument=self.instrument, ts_open=s, ts_event=s + tf, open=src.open, high=src.high,
                            low=src.low, close=src.close, volume=t.volume if t else 0.0, trades=t.count if t else 0,
-                           bid=self._last_bid, ask=self._last_ask))
+                           bid=self._last_bid, ask=self._last_ask, bid_size=self._last_bid_size,
+                           ask_size=self._last_ask_size, bids=self._last_bids, asks=self._last_asks))
         return out
 
     def snapshot(self) -> BarBuilderSnap:
-        return BarBuilderSnap(version=1, instrument=self.instrument,
+        return BarBuilderSnap(version=_VERSION, instrument=self.instrument,
                               trades=tuple(self._trades[k] for k in sorted(self._trades)),
                               quotes=tuple(self._quotes[k] for k in sorted(self._quotes)),
-                              last_bid=self._last_bid, last_ask=self._last_ask, last_recorded=self._last_recorded)
+                              last_bid=self._last_bid, last_ask=self._last_ask, last_recorded=self._last_recorded,
+                              last_bid_size=self._last_bid_size, last_ask_size=self._last_ask_size,
+                              last_bids=self._last_bids, last_asks=self._last_asks)
 
     @classmethod
     def restore(cls, timeframe_ns: int, snap: BarBuilderSnap) -> BarBuilder:
-        check_version(snap, expected=1)
+        check_version(snap, expected=_VERSION)
         core = cls(snap.instrument, timeframe_ns)
         core._trades = {a.start: a for a in snap.trades}
         core._quotes = {a.start: a for a in snap.quotes}
         core._last_bid, core._last_ask, core._last_recorded = snap.last_bid, snap.last_ask, snap.last_recorded
+        core._last_bid_size, core._last_ask_size = snap.last_bid_size, snap.last_ask_size
+        core._last_bids, core._last_asks = snap.last_bids, snap.last_asks
         return core
+
+
+def _levels(levels: npt.NDArray[np.void] | None, i: int) -> Levels:
+    """The levels (price, amount) of row `i` of `QuoteChunk.bid_levels` / `ask_levels`, without the NaN padding."""
+    if levels is None:
+        return ()
+    prices, amounts = levels["price"][i], levels["amount"][i]
+    n = int(np.count_nonzero(~np.isnan(prices)))
+    return tuple(zip(prices[:n].tolist(), amounts[:n].tolist()))

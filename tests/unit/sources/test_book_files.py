@@ -10,14 +10,25 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from headrace.errors import DataSourceError
 from helpers import SHARED_DATA
 from operators.book.book_builder import BookCrossed, BookGap, BookUpdate
 from sources import formats
-from sources.book_files import BadRecord, BookIssue, BookQuote, identify_book, read_book, replay_book, replay_file
-from sources.replay_plan import ReplayPlan
+from sources.book_files import (
+    BOOK_DEPTH,
+    BadRecord,
+    BookIssue,
+    BookQuote,
+    identify_book,
+    level_tuples,
+    read_book,
+    replay_book,
+    replay_file,
+)
+from sources.replay_plan import LazyPlan, ReplayPlan
 from sources.select import describe
 
 TARDIS = SHARED_DATA / "ticks" / "tardis"
@@ -207,7 +218,9 @@ def test_read_file_gives_quote_frames_with_problems_for_gaps_and_bad_lines(tmp_p
     [frame] = formats.read_file(formats.identify(_write_bybit(tmp_path, lines)))
     df = frame.frame
     assert frame.kind == "quote" and frame.instrument == "bybit:XRP/USDT:USDT"
-    assert df.columns == ["ts_event", "ts_recv", "bid", "ask", "bid_size", "ask_size", "row", "problem", "raw"]
+    assert df.columns == ["ts_event", "ts_recv", "bid", "ask", "bid_size", "ask_size", "row", "problem", "raw",
+                          "bid_levels", "ask_levels"]
+    assert df.schema["bid_levels"] == pl.Array(pl.Float64, (BOOK_DEPTH, 2))
     bad = df.filter(df["problem"].is_not_null())
     assert bad["row"].to_list() == [5, 6]
     assert bad["problem"][1].startswith("sequence gap: expected first_seq")
@@ -219,7 +232,7 @@ def test_read_file_gives_quote_frames_with_problems_for_gaps_and_bad_lines(tmp_p
 
 def test_data_list_shows_the_books_and_the_replay_plan_gives_quote_chunks_resumable() -> None:
     rows = {Path(str(r["path"])).name: r for r in describe([str(BOOK), str(TARDIS)])}
-    assert rows["xrpusdt-ob500.data.zip"]["kind"] == "quote" and rows["xrpusdt-ob500.data.zip"]["rows"] == 48
+    assert rows["xrpusdt-ob500.data.zip"]["kind"] == "quote" and rows["xrpusdt-ob500.data.zip"]["rows"] == 50
     assert rows["btcusdt-depth-update.csv"]["quarantined"] == 1  # a delta without its snapshot
     assert all(rows[n]["error"] is None for n in rows if "book" in n or "depth" in n or "ob500" in n)
     paths = [str(BYBIT), str(TARDIS / "binance-futures_book_snapshot_5_BTCUSDT.csv")]
@@ -234,7 +247,7 @@ def test_data_list_shows_the_books_and_the_replay_plan_gives_quote_chunks_resuma
 
     whole = walk()
     n_quotes = sum(len(b) for _, b, _ in whole)
-    assert n_quotes == 48 + 8
+    assert n_quotes == 50 + 10  # a quote per change of the top BOOK_DEPTH levels (48 + 8 changes of the top)
     cur = plan.cursor()
     for _ in range(3):
         cur.next_slice()
@@ -244,3 +257,43 @@ def test_data_list_shows_the_books_and_the_replay_plan_gives_quote_chunks_resuma
     last = plan.slice(plan.n_slices - 1)
     q = next(s.quotes for s in last if s.instrument == "bybit:XRP/USDT:USDT")
     assert q is not None and len(q) and np.all(q.bid < q.ask) and q.origin.row[-1] == 49
+
+
+def test_plan_quotes_of_a_book_carry_its_top_levels_and_other_quotes_none() -> None:
+    quotes = SHARED_DATA / "ticks" / "binance" / "btcusdt-quotes.parquet"
+    if not quotes.exists():
+        pytest.skip(f"{quotes} is missing")
+    expect = [(q.bids, q.asks) for q in replay_file(str(BYBIT), depth=BOOK_DEPTH) if isinstance(q, BookQuote)]
+    plan = ReplayPlan.open([str(BYBIT), str(quotes)], 9, batch_rows=4)
+    got: list[tuple[object, object]] = []
+    cur = plan.cursor()
+    while (out := cur.next_slice()) is not None:
+        for s in out[0]:
+            if s.quotes is None:
+                continue
+            if s.instrument.startswith("bybit"):
+                q = s.quotes
+                assert q.bid_levels is not None and q.ask_levels is not None
+                assert q.bid_levels["price"].shape == (len(q), BOOK_DEPTH)
+                assert np.array_equal(q.bid_levels["price"][:, 0], q.bid)
+                assert np.array_equal(q.ask_levels["amount"][:, 0], q.ask_size)
+                got += [(level_tuples(b), level_tuples(a)) for b, a in zip(q.bid_levels, q.ask_levels)]
+            else:
+                assert s.quotes.bid_levels is None and s.quotes.ask_levels is None
+    assert got == expect and len(expect) == 50
+
+
+def test_a_book_and_a_quote_file_of_one_instrument_merge_with_nan_levels_for_the_quote_rows(tmp_path: Path) -> None:
+    book = formats.read_file(formats.identify(str(BYBIT)))[0]
+    plain = formats.ParsedFrame(instrument=book.instrument, kind="quote", timeframe_ns=0, path=str(tmp_path / "q.csv"),
+                                frame=book.frame.drop("bid_levels", "ask_levels").head(5).with_columns(
+                                    pl.col("ts_event") + 1, pl.col("ts_recv") + 1))
+    for plan in (ReplayPlan.build([book, plain], 1000), LazyPlan.of_frames([book, plain], 1000, batch_rows=7)):
+        cur = plan.cursor()
+        chunks = []
+        while (out := cur.next_slice()) is not None:
+            chunks += [s.quotes for s in out[0] if s.quotes is not None]
+        rows = sum(len(c) for c in chunks)
+        levels = np.concatenate([c.bid_levels for c in chunks if c.bid_levels is not None])
+        assert rows == len(levels) == 55
+        assert int(np.isnan(levels["price"][:, 0]).sum()) == 5  # the quote file's rows
