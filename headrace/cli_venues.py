@@ -335,65 +335,266 @@ def _live_exchange(venue: str, testnet: bool) -> Any:
     return ex
 
 
+VenuesOpt = Annotated[list[str] | None, typer.Option("--venue", help="ccxt exchange id (repeatable); each --symbol "
+                                                                   "is taken on each --venue")]
+SymbolsOpt = Annotated[list[str] | None, typer.Option("--symbol", help="BASE/QUOTE to trade on the --venue(s) "
+                                                                      "(repeatable)")]
+InstrumentsOpt = Annotated[list[str] | None, typer.Option("--instrument", help="venue:BASE/QUOTE (repeatable)")]
+DurationOpt = Annotated[str | None, typer.Option("--duration", help="stop after this long (30s, 10m, 2h); "
+                                                                     "default: until Ctrl-C or SIGTERM")]
+MaxItemsOpt = Annotated[int | None, typer.Option("--max-items", min=1, help="stop after this many market data "
+                                                                            "messages (all instruments)")]
+ConfigPathOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (default: built-in)")]
+SetsOpt = Annotated[list[str] | None, typer.Option("--set", help="override one config key: KEY=VALUE (TOML)")]
+DbOption = Annotated[str | None, typer.Option("--db", help="ClickHouse DSN (overrides storage.dsn)")]
+RunIdOpt = Annotated[str | None, typer.Option("--run-id", help="id of this run (default: new)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="log lifecycle events")]
+
+
+def wall_clock() -> int:
+    """Epoch ns: the one wall clock of paper and live mode, handed to the source and the venues."""
+    import time
+
+    return time.time_ns()
+
+
+def _venue_names(venue: list[str] | None, instrument: list[str] | None) -> list[str]:
+    names = {v.lower() for v in venue or []} | {i.partition(":")[0].lower() for i in instrument or [] if ":" in i}
+    for v in sorted(names):
+        _ccxt_class(v)
+    if not names:
+        raise VenueError("no venue given: use --venue V --symbol BASE/QUOTE, or --instrument venue:BASE/QUOTE")
+    return sorted(names)
+
+
 def live(
-    venue: Annotated[str, typer.Option("--venue", help="ccxt exchange id of the venue to trade on")],
+    venue: VenuesOpt = None,
+    symbol: SymbolsOpt = None,
+    instrument: InstrumentsOpt = None,
     testnet: Annotated[bool, typer.Option("--testnet", help="trade on the venue's testnet (ccxt sandbox mode)")]
     = False,
     live_: Annotated[bool, typer.Option("--live", help="really send orders (without it nothing is sent)")] = False,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (default: built-in)")]
-    = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override one config key: KEY=VALUE (TOML)")]
-    = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log lifecycle events")] = False,
+    duration: DurationOpt = None,
+    max_items: MaxItemsOpt = None,
+    config: ConfigPathOpt = None,
+    set_: SetsOpt = None,
+    db: DbOption = None,
+    run_id: RunIdOpt = None,
+    as_json: JsonOption = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Trade on a venue with real orders: only with --live; keys from HEADRACE_API_KEY_<VENUE> and
-    HEADRACE_API_SECRET_<VENUE>. In this build a gate: it checks, then says order routing is not available."""
+    """Trade on live venues with real orders: only with --live; keys from HEADRACE_API_KEY_<VENUE> and
+    HEADRACE_API_SECRET_<VENUE>; --testnet for the venues' test servers. Needs [router] enabled = true."""
     from headrace.cli import _error_line, _fail, _setup
 
-    venue = venue.lower()
     try:
-        _setup(config, set_, verbose)
-        _ccxt_class(venue)
+        cfg = _setup(config, set_, verbose)
+        names = _venue_names(venue, instrument)
         if not live_:
             _error_line("refusing to trade: add --live to send real orders")
             raise typer.Exit(2)
-        ex = _live_exchange(venue, testnet)
+        for v in names:
+            del_ex = _live_exchange(v, testnet)  # keys present, sandbox available: checked before anything else
+            del del_ex
         where = "testnet (ccxt sandbox mode)" if testnet else "real-money venue"
-        logger.info("live: %s %s, API key and secret found in the environment", venue, where)
-        del ex
+        logger.info("live: %s %s, API key and secret found in the environment", ", ".join(names), where)
+        if not cfg.router.enabled:
+            from headrace.errors import ConfigError
+
+            raise ConfigError("router.enabled", "live trading sends routed children, which need market metadata: "
+                                                "set [router] enabled = true (with router.markets, or the venues' "
+                                                "own markets loaded online)")
     except HeadraceError as e:
         raise _fail(e) from None
-    _error_line(f"live order routing is not available in this build: checks passed for {venue} ({where}), "
-                "no order was sent")
-    raise typer.Exit(2)
+    _run_mode("live", venue, symbol, instrument, duration, max_items, config, set_, db, run_id, as_json, verbose,
+              testnet=testnet)
 
 
 def paper(
-    venue: Annotated[list[str], typer.Option("--venue", help="ccxt exchange id of a venue to paper-trade (repeatable)")
-                     ],
+    venue: VenuesOpt = None,
+    symbol: SymbolsOpt = None,
+    instrument: InstrumentsOpt = None,
     markets: MarketsOpt = None,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file (default: built-in)")]
-    = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override one config key: KEY=VALUE (TOML)")]
-    = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log lifecycle events")] = False,
+    duration: DurationOpt = None,
+    max_items: MaxItemsOpt = None,
+    config: ConfigPathOpt = None,
+    set_: SetsOpt = None,
+    db: DbOption = None,
+    run_id: RunIdOpt = None,
+    as_json: JsonOption = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Run the flow on live data with simulated execution (paper trading); no order reaches a venue. In this
-    build it checks config and venues, then says the paper flow is not available."""
-    from headrace.cli import _error_line, _fail, _setup
+    """Run the flow on live market data with simulated execution (paper trading): no key, no order sent."""
+    extra = [f"router.markets={json.dumps([str(m) for m in markets])}"] if markets else []
+    _run_mode("paper", venue, symbol, instrument, duration, max_items, config, [*(set_ or []), *extra], db, run_id,
+              as_json, verbose)
 
-    names = sorted({v.lower() for v in venue})
+
+def _live_venues(cfg: Any, names: list[str], testnet: bool, offline: Mapping[str, Any]) -> dict[str, Any]:
+    """One `CcxtVenue` per venue, with the keys of the environment (never shown), sandbox for the testnet,
+    ``live.rest_urls`` overrides and the offline markets of ``router.markets`` where they have the venue."""
+    from flows.live import rest_url_overrides
+    from operators.execution.venue import Credentials
+    from sinks.ccxt_venue import CcxtVenue
+
+    out = {}
+    for v in names:
+        base = _ccxt_class(v)()
+        if testnet:
+            base.set_sandbox_mode(True)
+        rest = cfg.live.rest_urls.get(v)
+        urls = rest_url_overrides(base.urls["api"], rest) if rest else None
+        key, secret = credentials(v)
+        out[v] = CcxtVenue(v, Credentials(key, secret), clock=wall_clock, sandbox=testnet, urls=urls,
+                           markets=offline.get(v), throttle_alert_s=cfg.live.throttle_alert_s)
+        del key, secret
+    return out
+
+
+def _live_overrides(cfg: Any, venues: Mapping[str, Any], instruments: tuple[str, ...], offline: Mapping[str, Any],
+                    run_id: str) -> list[str]:
+    """Config overrides for live mode: markets of venues without offline metadata (loaded from the venue and
+    stored as a snapshot under the state dir) and, unless ``account.balances`` is set, the venues' balances of
+    the quote currencies traded, so that the first reconciliation starts from the venues' truth."""
+    from sources.market_metadata import MODES, write_snapshot
+
+    extra: list[str] = []
+    added = []
+    for v, venue in sorted(venues.items()):
+        if v in offline:
+            continue
+        venue.markets()  # online load_markets through the venue's rate limiter
+        path = Path(cfg.storage.state_dir) / "markets" / f"{v}-{run_id}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_snapshot(path, v, dict(venue.exchange.markets), source="venue",
+                       precision_mode=MODES[venue.exchange.precisionMode])
+        added.append(str(path))
+    if added:
+        extra.append(f"router.markets={json.dumps([*cfg.router.markets, *added])}")
+    if not cfg.account.balances:
+        quotes = {(i.partition(":")[0], i.rpartition("/")[2]) for i in instruments}
+        held: dict[str, float] = {f"{v}:{c}": 0.0 for v, c in sorted(quotes)}
+        for v, venue in sorted(venues.items()):
+            for b in venue.fetch_balances():
+                if (v, b.currency) in quotes:
+                    held[f"{v}:{b.currency}"] = float(b.total)
+        extra.append("account.balances={" + ", ".join(f"{json.dumps(k)} = {x!r}" for k, x in held.items()) + "}")
+    return extra
+
+
+def _run_mode(mode: str, venue: list[str] | None, symbol: list[str] | None, instrument: list[str] | None,
+              duration: str | None, max_items: int | None, config_path: Path | None, overrides: list[str] | None,
+              db: str | None, run_id: str | None, as_json: bool, verbose: bool, *, testnet: bool = False) -> None:
+    """Run paper or live mode to its end (Ctrl-C/SIGTERM, --duration, --max-items) and print the summary."""
+    import time
+
+    from flows.live import LiveBounds, build_live_flow, live_exchange_factory, parse_instruments, venue_market_files
+    from flows.runner import (
+        Interrupted,
+        interruption,
+        native_stderr_hidden,
+        new_run_id,
+        run,
+        start_run,
+        stop_on_signals,
+    )
+    from flows.trading import wiring
+    from headrace import report
+    from headrace.cli import (
+        _checked_dsn,
+        _error_line,
+        _fail,
+        _initial_equity,
+        _json_default,
+        _print_summary,
+        _setup,
+        _store,
+    )
+    from headrace.config import parse_duration
+    from headrace.errors import ConfigError
+    from operators.execution.reconcile import Tolerance
+    from sinks.clickhouse import redact
+    from sources.live import LiveSource
+
+    t0 = time.perf_counter()
     try:
-        _setup(config, set_, verbose)
-        for v in names:
-            _ccxt_class(v)
-        loaded = load_markets_paths(list(markets or []))
+        with stop_on_signals() as stop:
+            cfg = _setup(config_path, overrides, verbose)
+            names = _venue_names(venue, instrument)
+            instruments = parse_instruments(list(venue or []), list(symbol or []), list(instrument or []))
+            try:
+                duration_ns = None if duration is None else parse_duration(duration)
+            except ValueError as e:
+                raise ConfigError("--duration", str(e)) from None
+            if duration_ns is not None and duration_ns <= 0:
+                raise ConfigError("--duration", f"must be more than 0, was {duration!r}")
+            run_id = run_id or new_run_id()
+            executor = None
+            if mode == "live":
+                from decimal import Decimal
+
+                from sinks.ccxt_executor import CcxtExecutor
+
+                offline = venue_market_files(cfg) if cfg.router.markets else {}
+                venues = _live_venues(cfg, names, testnet, offline)
+                more = _live_overrides(cfg, venues, instruments, offline, run_id)
+                if more:
+                    overrides = [*(overrides or []), *more]
+                    cfg = _setup(config_path, overrides, verbose)
+                lv = cfg.live
+                executor = CcxtExecutor(cfg.account.id, venues, tolerance=Tolerance(
+                    absolute=Decimal(str(lv.balance_tolerance)), relative=Decimal(str(lv.balance_tolerance_rel))),
+                    fills_window_ns=parse_duration(lv.fills_window), throttle_alert_s=lv.throttle_alert_s)
+            wiring(cfg, instruments)  # fails early: currencies without rates, no instrument the router may use
+            dsn = _checked_dsn(db or cfg.dsn())
+            store = _store(cfg, dsn)
+            record = start_run(store, run_id, mode=mode, config=cfg, data=list(instruments), resuming=False)
+            feed = LiveSource(instruments, clock=wall_clock, exchange_factory=live_exchange_factory(cfg),
+                              channels=("trades", "quotes"))
+            deadline = None if duration_ns is None else wall_clock() + duration_ns
+            source = LiveBounds(feed, clock=wall_clock, stop=stop, deadline_ns=deadline, max_items=max_items)
+            flow = build_live_flow(cfg, instruments, run_id, clock=wall_clock, source=source, executor=executor,
+                                   dsn=store.dsn)
+            logger.info("%s starting run_id=%s instruments=%s", mode, run_id, ",".join(instruments))
+            if not as_json:
+                _error_line(f"{mode}: run {run_id} on {', '.join(instruments)}; Ctrl-C stops it", prefix="")
+            try:
+                with native_stderr_hidden() as native:
+                    run(flow, workers=1, epoch_s=2.0)
+            except Exception as e:
+                if (why := interruption(e)) is not None:
+                    record.interrupt(why)
+                    raise why from None
+                record.fail(e)
+                logger.error("%s failed run_id=%s error=%s\n%s", mode, run_id, type(e.__cause__ or e).__name__,
+                             native.getvalue().decode(errors="replace") if verbose else "")
+                cause = e.__cause__ or e
+                if isinstance(cause, HeadraceError):
+                    raise cause from e
+                if isinstance(cause, Exception):
+                    raise HeadraceError(f"{mode} run {run_id} failed: {type(cause).__name__}: "
+                                        f"{_short(cause)}") from e
+                raise
+            except Interrupted as e:
+                record.interrupt(e)
+                raise
+            store.wait_for_mutations()
+            summary = report.summarize(store, run_id, events_in=source.counters.rows,
+                                       initial_equity=_initial_equity(cfg), wall_s=time.perf_counter() - t0,
+                                       store=redact(store.dsn), config=cfg)
+            ended = source.counters.ended or "end of data"
+            record.finish(summary.to_dict() | {"ended": ended})
+    except Interrupted as e:
+        _error_line(f"{e}; the run is marked interrupted", prefix="")
+        raise typer.Exit(e.exit_code) from None
     except HeadraceError as e:
         raise _fail(e) from None
-    with_metadata = [v for v in names if v in loaded]
-    _error_line(f"the paper flow is not available in this build: config and venues {', '.join(names)} are valid "
-                f"(market metadata for {', '.join(with_metadata) or 'none'}), nothing was run")
-    raise typer.Exit(2)
+    if as_json:
+        print(json.dumps(summary.to_dict() | {"mode": mode, "ended": ended}, default=_json_default))
+    else:
+        _print_summary(summary)
+        _error_line(f"{mode} run {run_id} ended: {ended}", prefix="")
 
 
 def register(app: typer.Typer) -> None:
