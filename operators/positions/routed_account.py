@@ -6,8 +6,10 @@ asset* (``kraken:BTC``): buying BTC with USDC on Kraken and selling it for USD t
 Kraken BTC position. Each `CrossSection` is handled in a fixed order:
 
 1. working children fill at the open of their instrument's first bar opening at or after the child's time
-   plus the latency, as IOC limits: at that open ± the half spread known then, at most the router's share
-   of the bar's volume, and only when that price is within the child's limit; the rest is cancelled;
+   plus the latency, as IOC limits against the liquidity known then, level by level and only at prices
+   within the child's limit: the order book's levels when the data is a book (the last state before that
+   open), else the top-of-book quote and its size, else that open ± the half spread for the router's share
+   of the bar's volume; the rest is cancelled;
 2. marks, quotes and volumes move to the bars';
 3. instruments that went stale: their children expire;
 4. on a rebalance, each asset's target weight becomes a parent order (the difference between the target
@@ -120,6 +122,8 @@ class RoutedAccountSnap:
     marks: tuple[tuple[str, float, int], ...]
     quotes: tuple[tuple[str, float, float], ...]
     volumes: tuple[tuple[str, float], ...]
+    sizes: tuple[tuple[str, float, float], ...]  # instrument, last bid size, ask size
+    books: tuple[tuple[str, tuple[tuple[float, float], ...], tuple[tuple[float, float], ...]], ...]
     stale: tuple[str, ...]
     working: tuple[WorkingChild, ...]
     fees_account: float
@@ -175,6 +179,8 @@ class RoutedAccount:
         self._mark_ts: dict[str, int] = {}
         self._quotes: dict[str, tuple[float, float]] = {}
         self._volumes: dict[str, float] = {}
+        self._sizes: dict[str, tuple[float, float]] = {}
+        self._books: dict[str, tuple[tuple[tuple[float, float], ...], tuple[tuple[float, float], ...]]] = {}
         self._stale: set[str] = set()
         self._working: list[WorkingChild] = []
         self._fees_account = 0.0
@@ -202,13 +208,17 @@ class RoutedAccount:
             bar = bars.get(w.order.instrument)
             if bar is not None and bar.ts_open >= w.due:
                 self._working.remove(w)  # before it executes: its reservation is no longer held back
-                out += self._execute(w, bar, "open", self._quotes.get(w.order.instrument), changed, touched)
+                out += self._execute(w, bar, "open", changed, touched)
         for b in cs.bars:  # 2. marks, quotes, volumes
             self._marks[b.instrument] = b.close
             self._mark_ts[b.instrument] = b.ts_event
             self._volumes[b.instrument] = b.volume
             if b.bid is not None and b.ask is not None and 0 < b.bid <= b.ask:
                 self._quotes[b.instrument] = (b.bid, b.ask)
+                if b.bid_size is not None and b.ask_size is not None:
+                    self._sizes[b.instrument] = (b.bid_size, b.ask_size)
+            if b.bids or b.asks:
+                self._books[b.instrument] = (b.bids, b.asks)
         for st in cs.statuses:  # 3. instruments whose data stopped, or resumed
             if st.status == "stale":
                 self._stale.add(st.instrument)
@@ -302,23 +312,15 @@ class RoutedAccount:
                 elif (bar := bars.get(order.instrument)) is None:
                     out.append(self._status(order.order_id, order.instrument, ts, "skipped", SKIPPED_NO_BAR))
                 else:
-                    out += self._execute(w, bar, "close", self._quotes.get(order.instrument), changed, touched)
+                    out += self._execute(w, bar, "close", changed, touched)
         return out
 
     def _candidate(self, li: Listing, side: Side, ts: int) -> Candidate:
         """What the router sees of one listing at `ts`: its top level (from bars), rate and free balance."""
         mark, mark_ts = self._marks.get(li.instrument), self._mark_ts.get(li.instrument, 0)
-        levels: tuple[Level, ...] = ()
-        quote = self._quotes.get(li.instrument)
-        source = "quote" if quote is not None else "bar"
-        if mark is not None and li.instrument not in self._stale and ts - mark_ts <= self.quote_max_age_ns:
-            if quote is not None:
-                price = quote[1] if side == "buy" else quote[0]
-            else:
-                price = mark * (1 + li.half_spread) if side == "buy" else mark * (1 - li.half_spread)
-            depth = self.max_volume_share * self._volumes.get(li.instrument, 0.0)
-            if depth > 0 and price > 0:
-                levels = (Level(price, depth),)
+        levels, source = self._depth(li, side, None)
+        if mark is None or li.instrument in self._stale or ts - mark_ts > self.quote_max_age_ns:
+            levels = ()
         fx = self.fx.rate(li.quote, self._marks, self._mark_ts, venue=li.venue)
         if side == "buy":
             free = self._cash.get((li.venue, li.quote), 0.0) - sum(
@@ -330,6 +332,33 @@ class RoutedAccount:
                 and (self._of[w.order.instrument].venue, self._of[w.order.instrument].base) == (li.venue, li.base))
         return Candidate(instrument=li.instrument, market=li.market, levels=levels, fx=fx, fee_rate=li.fee_rate,
                          available=max(free, 0.0), depth_source=source)
+
+    def _depth(self, li: Listing, side: str, bar: Bar | None) -> tuple[tuple[Level, ...], str]:
+        """The liquidity a child of `side` can take on `li`, best first, and where it comes from.
+
+        The book's levels (source "book") when the data is an order book; else the top-of-book quote with its
+        size ("quote"); else one level at the price ± the half spread for the router's share of the volume
+        ("bar"). With `bar`, the bar-based level is at that bar's open and volume (a fill at its open);
+        without, at the last close and volume (what the router sees when it decides).
+        """
+        inst = li.instrument
+        if (book := self._books.get(inst)) is not None:
+            side_levels = book[1] if side == "buy" else book[0]
+            return tuple(Level(p, a) for p, a in side_levels if p > 0 and a > 0), "book"
+        quote, sizes = self._quotes.get(inst), self._sizes.get(inst)
+        if quote is not None and sizes is not None:
+            price, size = (quote[1], sizes[1]) if side == "buy" else (quote[0], sizes[0])
+            return ((Level(price, size),) if price > 0 and size > 0 else ()), "quote"
+        if bar is not None:
+            ref, volume = bar.open, bar.volume
+        elif (mark := self._marks.get(inst)) is not None:
+            ref, volume = mark, self._volumes.get(inst, 0.0)
+        else:
+            return (), "bar"
+        hs = (quote[1] - quote[0]) / (quote[1] + quote[0]) if quote is not None else li.half_spread
+        price = ref * (1 + hs) if side == "buy" else ref * (1 - hs)
+        depth = self.max_volume_share * volume
+        return ((Level(price, depth),) if depth > 0 and price > 0 else ()), "quote" if quote else "bar"
 
     def _band_limit(self, instrument: str, side: Side, *, order_amount: float, fallback: float, ts: int) -> float:
         """The child's IOC limit at the edge of the price-protection band around its venue's current price.
@@ -369,43 +398,43 @@ class RoutedAccount:
 
     # -- execution ------------------------------------------------------------------------------
 
-    def _execute(self, w: WorkingChild, bar: Bar, at: Literal["open", "close"], quote: tuple[float, float] | None,
-                 changed: set[tuple[str, str]], touched: set[tuple[str, str]]) -> list[RoutedOut]:
+    def _execute(self, w: WorkingChild, bar: Bar, at: Literal["open", "close"], changed: set[tuple[str, str]],
+                 touched: set[tuple[str, str]]) -> list[RoutedOut]:
         """Fill a child as an IOC limit against `bar` (its open or close); the rest is cancelled."""
         o = w.order
         li = self._of[o.instrument]
-        if at == "close" and quote is None and bar.bid is not None and bar.ask is not None:
-            quote = (bar.bid, bar.ask)
-        hs = (quote[1] - quote[0]) / (quote[1] + quote[0]) if quote is not None and 0 < quote[0] <= quote[1] \
-            else li.half_spread
-        ref = bar.open if at == "open" else bar.close
-        price = ref * (1 + hs) if o.side == "buy" else ref * (1 - hs)
-        limit = o.limit_price if o.limit_price is not None else price
-        depth = self.max_volume_share * bar.volume
-        if o.side == "buy":  # a venue fills no more than the cash it holds: what is free plus this child's share
+        # at the decision bar's close its closing book, quote and volume are already taken in; at a later bar's
+        # open, not yet: the state then is the one before that bar (bar-based depth uses the bar's open)
+        levels, source = self._depth(li, o.side, None if at == "close" else bar)
+        limit = o.limit_price if o.limit_price is not None else (levels[0].price if levels else 0.0)
+        amount = o.amount
+        if o.side == "buy" and limit > 0:  # a venue fills no more than the cash it holds (free + this child's)
             free = self._cash.get((li.venue, li.quote), 0.0) - sum(
                 x.reserved for x in self._working if x.order.side == "buy"
                 and (self._of[x.order.instrument].venue, self._of[x.order.instrument].quote) == (li.venue, li.quote))
-            depth = min(depth, max(free, 0.0) / (price * (1 + li.fee_rate)))
-        taken = match_ioc(o.side, o.amount, limit, [Level(price, depth)])
+            amount = min(amount, max(free, 0.0) / (limit * (1 + li.fee_rate)))
+        taken = match_ioc(o.side, amount, limit, levels) if amount > 0 else ()
         filled = sum(a for _, a in taken)
         if li.market is not None and 0 < filled < o.amount:
             filled = float(round_amount(li.market, filled))
+        price = sum(p * a for p, a in taken) / sum(a for _, a in taken) if taken else (
+            levels[0].price if levels else 0.0)
         ts = bar.ts_open if at == "open" else bar.ts_event
         out: list[RoutedOut] = []
         if filled > 0:
+            mid = self._marks.get(o.instrument, price)
             fill = Fill(fill_id=stable_id("fill", o.order_id), order_id=o.order_id, account=o.account,
                         instrument=o.instrument, ts_event=ts, side=o.side, price=price, amount=filled,
                         fee=price * filled * li.fee_rate, fee_currency=li.quote, liquidity="taker",
-                        slippage_bps=hs * 1e4)
+                        slippage_bps=abs(price / mid - 1.0) * 1e4 if mid > 0 else 0.0)
             self._apply(fill, li)
             changed.add((li.venue, li.quote))
             touched.add((li.venue, li.base))
             out.append(fill)
         if filled < o.amount:
-            why = (f"IOC: {price:.10g} beyond the limit {limit:.10g}" if not taken else
-                   f"IOC: {filled:.10g} of {o.amount:.10g} filled (at most {self.max_volume_share:g} of the "
-                   f"bar's volume {bar.volume:.10g})")
+            why = (f"IOC: no liquidity ({source})" if not levels else
+                   f"IOC: {levels[0].price:.10g} beyond the limit {limit:.10g}" if not taken else
+                   f"IOC: {filled:.10g} of {o.amount:.10g} filled, depth ({source}) or cash ran out")
             out.append(self._status(o.order_id, o.instrument, ts, "cancelled", why))
         return out
 
@@ -522,18 +551,20 @@ class RoutedAccount:
 
     def snapshot(self) -> RoutedAccountSnap:
         return RoutedAccountSnap(
-            version=1, funded=self._funded,
+            version=2, funded=self._funded,
             cash=tuple((v, c, x) for (v, c), x in sorted(self._cash.items())),
             holdings=tuple((v, a, h) for (v, a), h in sorted(self._holdings.items())),
             marks=tuple((k, m, self._mark_ts[k]) for k, m in sorted(self._marks.items())),
             quotes=tuple((k, b, a) for k, (b, a) in sorted(self._quotes.items())),
             volumes=tuple(sorted(self._volumes.items())),
+            sizes=tuple((k, b, a) for k, (b, a) in sorted(self._sizes.items())),
+            books=tuple((k, b, a) for k, (b, a) in sorted(self._books.items())),
             stale=tuple(sorted(self._stale)), working=tuple(self._working),
             fees_account=self._fees_account, traded_account=self._traded_account, last_ts=self._last_ts)
 
     def restore_state(self, snap: RoutedAccountSnap) -> RoutedAccount:
         """Load `snap` into this (freshly built) core and return it."""
-        check_version(snap, expected=1)
+        check_version(snap, expected=2)
         self._funded = snap.funded
         self._cash = {(v, c): x for v, c, x in snap.cash}
         self._holdings = {(v, a): h for v, a, h in snap.holdings}
@@ -541,6 +572,8 @@ class RoutedAccount:
         self._mark_ts = {k: t for k, _, t in snap.marks}
         self._quotes = {k: (b, a) for k, b, a in snap.quotes}
         self._volumes = dict(snap.volumes)
+        self._sizes = {k: (b, a) for k, b, a in snap.sizes}
+        self._books = {k: (b, a) for k, b, a in snap.books}
         self._stale = set(snap.stale)
         self._working = list(snap.working)
         self._fees_account, self._traded_account = snap.fees_account, snap.traded_account

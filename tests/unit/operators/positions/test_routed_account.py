@@ -234,3 +234,39 @@ def test_with_a_stand_in_executor_children_are_sent_at_once_and_reconciliation_s
     fills = [f for f in out if isinstance(f, Fill)]
     assert [f.amount for f in fills] == [o.amount / 2 for o in orders]
     assert all(s.status == "cancelled" and "IOC rest" in s.reason for s in out if isinstance(s, OrderStatus))
+
+
+def test_with_order_books_a_child_takes_the_levels_known_at_its_open_and_stops_where_depth_ends() -> None:
+    asks = ((100.0, 1.0), (100.5, 2.0), (101.0, 3.0))
+    bids = ((99.5, 1.0),)
+
+    def book_bar(ts: int, close: float, book_asks: tuple = asks) -> Bar:
+        return Bar(instrument=A_USD, ts_open=ts - 60, ts_event=ts, open=close, high=close, low=close, close=close,
+                   volume=1000.0, trades=1, bid=bids[0][0], ask=book_asks[0][0], bid_size=1.0,
+                   ask_size=book_asks[0][1], bids=bids, asks=book_asks)
+
+    one = {"BTC": (Listing(A_USD, "a", "BTC", "USD", market(A_USD), 0.001, 0.0005),)}
+    acct = RoutedAccount("main", one, FxTable.resolve("USD", [A_USD], {}), balances={("a", "USD"): 1000.0},
+                         min_trade_weight=0.0, band_bps=100.0, max_volume_share=0.5)
+    out = acct.update(CrossSection(ts_event=60, bars=(book_bar(60, 100.0),)))
+    # decide at 120 (the book still shows 6 BTC up to 101): ~9 BTC of 1000 USD wanted, 6 routed
+    out += acct.update(CrossSection(ts_event=120, bars=(book_bar(120, 100.0),), targets=(
+        Target(instrument="BTC", ts_event=120, weight=0.9, status="ok", volatility=0.01),)))
+    [r] = [x for x in out if isinstance(x, RoutingDecision)]
+    assert r.depth_source == "book" and r.depth_amount == pytest.approx(6.0)
+    [child] = [x for x in out if isinstance(x, Order)]
+    # bar 180 closes on a thinner book (1 + 2 BTC), but that is its close; at its open (120) the book known is
+    # the one after bar 120: the child takes all 6 BTC there, not the 3 a look-ahead would give
+    out += acct.update(CrossSection(ts_event=180, bars=(book_bar(180, 100.0, ((100.0, 1.0), (100.5, 2.0))),)))
+    out += acct.update(CrossSection(ts_event=240, bars=(book_bar(240, 100.0),)))
+    [fill] = [x for x in out if isinstance(x, Fill)]
+    assert child.amount == pytest.approx(6.0)
+    assert fill.ts_event == 120 and fill.amount == pytest.approx(6.0)
+    # volume-weighted over the levels taken, within the limit
+    taken, left = [], fill.amount
+    for p, a in asks:
+        take = min(a, left)
+        taken.append((p, take))
+        left -= take
+    assert fill.price == pytest.approx(sum(p * a for p, a in taken) / fill.amount)
+    assert fill.price <= child.limit_price
