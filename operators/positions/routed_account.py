@@ -417,8 +417,12 @@ class RoutedAccount:
         filled = sum(a for _, a in taken)
         if li.market is not None and 0 < filled < o.amount:
             filled = float(round_amount(li.market, filled))
-        price = sum(p * a for p, a in taken) / sum(a for _, a in taken) if taken else (
-            levels[0].price if levels else 0.0)
+        if len(taken) == 1:  # one level: its price exactly (a weighted mean of one would round)
+            price = taken[0][0]
+        elif taken:
+            price = sum(p * a for p, a in taken) / sum(a for _, a in taken)
+        else:
+            price = levels[0].price if levels else 0.0
         ts = bar.ts_open if at == "open" else bar.ts_event
         out: list[RoutedOut] = []
         if filled > 0:
