@@ -431,9 +431,9 @@ def paper(
               as_json, verbose)
 
 
-def _live_venues(cfg: Any, names: list[str], testnet: bool, offline: Mapping[str, Any]) -> dict[str, Any]:
-    """One `CcxtVenue` per venue, with the keys of the environment (never shown), sandbox for the testnet,
-    ``live.rest_urls`` overrides and the offline markets of ``router.markets`` where they have the venue."""
+def _live_venues(cfg: Any, names: list[str], testnet: bool) -> dict[str, Any]:
+    """One `CcxtVenue` per venue, with the keys of the environment (never shown), sandbox for the testnet and
+    ``live.rest_urls`` overrides. Its rate limiter and backoff run on the wall clock (``time.time_ns``)."""
     from flows.live import rest_url_overrides
     from operators.execution.venue import Credentials
     from sinks.ccxt_venue import CcxtVenue
@@ -446,8 +446,10 @@ def _live_venues(cfg: Any, names: list[str], testnet: bool, offline: Mapping[str
         rest = cfg.live.rest_urls.get(v)
         urls = rest_url_overrides(base.urls["api"], rest) if rest else None
         key, secret = credentials(v)
-        out[v] = CcxtVenue(v, Credentials(key, secret), clock=wall_clock, sandbox=testnet, urls=urls,
-                           markets=offline.get(v), throttle_alert_s=cfg.live.throttle_alert_s)
+        # the venue's own markets (load_markets through its rate limiter): what orders are sent with; ccxt's
+        # order methods read market keys the recorded dumps lack
+        out[v] = CcxtVenue(v, Credentials(key, secret), sandbox=testnet, urls=urls,
+                           throttle_alert_s=cfg.live.throttle_alert_s)
         del key, secret
     return out
 
@@ -537,7 +539,7 @@ def _run_mode(mode: str, venue: list[str] | None, symbol: list[str] | None, inst
                 from sinks.ccxt_executor import CcxtExecutor
 
                 offline = venue_market_files(cfg) if cfg.router.markets else {}
-                venues = _live_venues(cfg, names, testnet, offline)
+                venues = _live_venues(cfg, names, testnet)
                 more = _live_overrides(cfg, venues, instruments, offline, run_id)
                 if more:
                     overrides = [*(overrides or []), *more]

@@ -173,20 +173,26 @@ def test_live_names_the_missing_variable_and_never_a_value(monkeypatch: pytest.M
     assert "HEADRACE_API_SECRET_BINANCE" in one_error_line(run("live", "--venue", "binance", "--live"))
 
 
-def test_live_with_keys_passes_its_checks_then_says_routing_is_not_available(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_live_with_keys_checks_testnet_and_needs_the_router(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HEADRACE_API_KEY_BINANCE", KEY)
     monkeypatch.setenv("HEADRACE_API_SECRET_BINANCE", SECRET)
-    assert one_error_line(run("live", "--venue", "binance", "--live", "--testnet")) == (
-        "error: live order routing is not available in this build: checks passed for binance (testnet (ccxt "
-        "sandbox mode)), no order was sent")
-    assert "(real-money venue)" in one_error_line(run("live", "--venue", "BINANCE", "--live"))
+    needs_router = ("error: config key 'router.enabled': live trading sends routed children, which need market "
+                    "metadata: set [router] enabled = true (with router.markets, or the venues' own markets loaded "
+                    "online)")
+    assert one_error_line(run("live", "--venue", "binance", "--symbol", "BTC/USDT", "--live", "--testnet")) == \
+        needs_router
+    assert one_error_line(run("live", "--instrument", "BINANCE:BTC/USDT", "--live")) == needs_router
     monkeypatch.setenv("HEADRACE_API_KEY_KRAKEN", KEY)
     monkeypatch.setenv("HEADRACE_API_SECRET_KRAKEN", SECRET)
     assert one_error_line(run("live", "--venue", "kraken", "--live", "--testnet")) == (
         "error: venue 'kraken' has no testnet in ccxt (no sandbox URLs): drop --testnet only if you mean real money")
     assert "unknown venue 'nosuch'" in one_error_line(run("live", "--venue", "nosuch"))
     assert "config key" in one_error_line(run("live", "--venue", "binance", "--set", "account.nope=1"))
+    assert one_error_line(run("live", "--symbol", "BTC/USDT", "--live")) == (
+        "error: no venue given: use --venue V --symbol BASE/QUOTE, or --instrument venue:BASE/QUOTE")
+    on = ["--set", "router.enabled=true"]
+    assert one_error_line(run("live", "--venue", "binance", "--symbol", "BTCUSDT", "--live", *on)) == (
+        "error: config key '--symbol': 'BTCUSDT' on 'binance' must look like BASE/QUOTE (BTC/USDT) on a ccxt venue id")
 
 
 def test_a_planted_key_and_secret_appear_in_no_output_and_no_file(tmp_path: Path,
@@ -195,13 +201,13 @@ def test_a_planted_key_and_secret_appear_in_no_output_and_no_file(tmp_path: Path
            "HOME": str(tmp_path)}
     state = f"storage.state_dir={tmp_path / 'state'}"
     outputs = []
-    for args in (["live", "--venue", "binance", "--live", "--testnet", "--verbose"],
+    for args in (["live", "--venue", "binance", "--symbol", "BTC/USDT", "--live", "--testnet", "--verbose"],
                  ["live", "--venue", "binance", "--live", "--verbose"]):  # as a user runs it: a process
         res = subprocess.run([sys.executable, "-m", "headrace.cli", *args, "--set", state], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=120)
         assert res.returncode == 2, res.stderr
         outputs.append(res.stdout + res.stderr)
-    assert "live order routing is not available" in outputs[0] and "checks passed" in outputs[1]
+    assert all("router.enabled" in o for o in outputs)
     assert "API key and secret found" in outputs[0]  # --verbose logged, without the values
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -216,14 +222,17 @@ def test_a_planted_key_and_secret_appear_in_no_output_and_no_file(tmp_path: Path
 
 
 @needs_markets
-def test_paper_validates_config_and_venues_then_says_the_flow_is_not_available() -> None:
-    res = run("paper", "--venue", "kraken", "--venue", "binance", "--markets", str(MARKETS / "ccxt" / "kraken.json"))
-    assert one_error_line(res) == (
-        "error: the paper flow is not available in this build: config and venues binance, kraken are valid "
-        "(market metadata for kraken), nothing was run")
-    assert "unknown venue 'bittrex'" in one_error_line(run("paper", "--venue", "bittrex"))
+def test_paper_checks_config_venues_and_instruments_before_any_connection() -> None:
+    kraken = ["--markets", str(MARKETS / "ccxt" / "kraken.json")]
+    assert one_error_line(run("paper", "--venue", "kraken", "--venue", "binance", *kraken)) == (
+        "error: config key '--symbol': no instrument to trade: give --venue and --symbol, or --instrument")
+    assert "unknown venue 'bittrex'" in one_error_line(run("paper", "--venue", "bittrex", "--symbol", "BTC/USDT"))
     assert "config key 'sizing.max_weight'" in one_error_line(
         run("paper", "--venue", "binance", "--set", "sizing.max_weight=7"))
+    assert "config key '--duration'" in one_error_line(
+        run("paper", "--venue", "binance", "--symbol", "BTC/USDT", "--duration", "soon"))
+    assert "router.markets" in one_error_line(run("paper", "--instrument", "kraken:BTC/USD", "--markets",
+                                                  "/nonexistent/markets.json", "--set", "router.enabled=true"))
 
 
 def test_the_commands_are_registered_on_headrace() -> None:

@@ -24,7 +24,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from helpers import SHARED_DATA
-from stand_in.binance_rest import EXCHANGE_INFO
+from stand_in.binance_rest import EXCHANGE_INFO, BinanceStandIn
 from stand_in.ws_stand_in import StandIn, load_recorded, start
 
 MARKETS = SHARED_DATA / "markets/ccxt/binance.json"
@@ -131,3 +131,67 @@ def test_paper_on_the_websocket_stand_in_records_a_paper_run_with_bars_and_simul
     assert summary["events_in"] >= MAX_ITEMS  # rows: trades, quotes and quarantined messages
     reasons = [r["reason"] for r in store.query("SELECT reason FROM quarantine FINAL WHERE run_id = 'paper-1'")]
     assert any("field 'p' in binance trade is not a number" in r for r in reasons)  # the malformed trade
+
+
+@pytest.fixture
+def rest() -> Iterator[BinanceStandIn]:
+    with BinanceStandIn(SHARED_DATA, KEY, SECRET, balances={"BTC": ("0.50000000", "0.00000000"),
+                                                            "USDT": ("100000.00000000", "0.00000000")}) as s:
+        yield s
+
+
+def _all_rows(store: Any) -> str:
+    tables = [r["name"] for r in store.query("SELECT name FROM system.tables WHERE database = currentDatabase()")]
+    return "\n".join(repr(store.query(f"SELECT * FROM {t}")) for t in tables)
+
+
+def test_live_sends_signed_ioc_children_to_the_rest_stand_in_and_records_their_fills_stand_in(
+        tmp_path: Path, ws: WsServer, rest: BinanceStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEADRACE_API_KEY_BINANCE", KEY)
+    monkeypatch.setenv("HEADRACE_API_SECRET_BINANCE", SECRET)
+    sets = _sets(tmp_path, ws, f"live.rest_urls={{binance = {json.dumps(rest.url)}}}", "live.balance_tolerance=1.0")
+    sets = [s.replace("100000.0", "99999.5") for s in sets]  # the account starts 0.5 USDT off the venue's
+    res = _invoke(monkeypatch, ws, "live", "--instrument", "binance:BTC/USDT", "--live", "--max-items",
+                  str(MAX_ITEMS), "--run-id", "live-1", "--json", "--verbose", *sets)
+    assert res.exit_code == 0, (res.stdout, res.stderr, res.exception)
+    summary = json.loads(res.stdout)
+    assert summary["mode"] == "live" and summary["ended"] == "max-items"
+    store = _store(tmp_path)
+    assert [r["mode"] for r in store.query("SELECT mode FROM runs FINAL WHERE run_id = 'live-1'")] == ["live"]
+    # reconciliation at start: the 0.5 USDT difference, within tolerance; the venue's balance adopted
+    recon = store.query("SELECT kind, key, local, venue_value, within_tolerance, action FROM reconciliation FINAL "
+                        "WHERE run_id = 'live-1'")
+    assert recon == [{"kind": "balance", "key": "USDT", "local": "99999.5", "venue_value": "100000.0",
+                      "within_tolerance": True, "action": "continue"}], recon
+    # the children: signed IOC limits, exactly as the orders table has them
+    posts = [r for r in rest.requests if (r.method, r.path) == ("POST", "/api/v3/order")]
+    orders = store.query("SELECT event_id, side, amount, limit_price FROM orders FINAL WHERE run_id = 'live-1' "
+                         "ORDER BY ts_event, event_id")
+    assert posts and len(posts) == len(orders)
+    for p, o in zip(posts, orders, strict=True):
+        assert p.signed and p.answered == 200
+        assert set(p.params) >= {"symbol", "side", "type", "timeInForce", "quantity", "price", "newClientOrderId",
+                                 "timestamp"}
+        assert (p.params["symbol"], p.params["type"], p.params["timeInForce"]) == ("BTCUSDT", "LIMIT", "IOC")
+        assert p.params["side"] == o["side"].upper()
+        assert float(p.params["quantity"]) == pytest.approx(o["amount"], rel=1e-12)
+        assert float(p.params["price"]) == pytest.approx(o["limit_price"], rel=1e-12)
+    assert len({p.params["newClientOrderId"] for p in posts}) == len(posts)  # one id per child, none resent
+    # their fills: the venue's own executions (price, amount, commission), recorded in ClickHouse per child
+    fills = store.query("SELECT order_id, price, amount, fee, fee_currency FROM fills FINAL WHERE run_id = 'live-1' "
+                        "ORDER BY ts_event, order_id")
+    cid_of = {o["event_id"]: p.params["newClientOrderId"] for p, o in zip(posts, orders, strict=True)}
+    venue_fills = {o.client_id: o.fills for o in rest.orders.values()}
+    assert len(fills) == len(rest.trades) == len(posts)
+    for f in fills:
+        (vf,) = venue_fills[cid_of[f["order_id"]]]
+        assert (f["price"], f["amount"], f["fee"], f["fee_currency"]) == (
+            float(vf["price"]), float(vf["qty"]), pytest.approx(float(vf["commission"])), vf["commissionAsset"])
+    assert summary["fills"] == len(fills)
+    # the planted key and secret appear nowhere: output, ClickHouse rows, files
+    rows = _all_rows(store)
+    written = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
+    for secret in (KEY, SECRET, KEY[-10:], SECRET[-10:]):
+        assert secret not in res.stdout + res.stderr
+        assert secret not in rows
+        assert all(secret.encode() not in w for w in written)
