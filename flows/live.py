@@ -24,6 +24,7 @@ what the bar and cross-section steps read as "everything up to here has arrived"
 from __future__ import annotations
 
 import dataclasses
+import signal
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -157,7 +158,7 @@ class LiveCounters:
     rows: int = 0
     items: int = 0
     late: int = 0
-    ended: str = ""  # "", "max-items", "duration", "stopped"
+    ended: str = ""  # "", "max-items", "duration", "stopped by SIGINT", ...
     emitted: int = 0  # the merged watermark handed downstream so far (never decreases)
     latest: dict[str, int] = field(default_factory=dict)  # per instrument, the feed's own watermark
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -212,7 +213,8 @@ class _BoundedPartition(StatefulSourcePartition[MarketSlice, None]):
         if self.done:
             raise StopIteration
         if b.stop is not None and b.stop.is_set():
-            self._end("stopped")
+            signum = getattr(b.stop, "signum", 0)
+            self._end(f"stopped by {signal.Signals(signum).name}" if signum else "stopped")
         if c.ended:  # another partition hit a bound
             self._end(c.ended)
         if b.deadline_ns is not None and b.clock() >= b.deadline_ns:

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +51,12 @@ class WsServer:
         return f"ws://127.0.0.1:{self.port}/stream/ws"
 
     def clock(self) -> int:
-        """Receive time: the recorded time of the last trade the stand-in sent, plus 1 ms."""
+        """Receive time: the recorded time of the last trade the stand-in sent, plus 1 ms; an hour later once it
+        has sent them all (so that ``--duration`` ends a run whose messages ccxt delivered in fewer batches)."""
         sent = self.stand_in.sent_trade_ids
         t = self._times[sent[-1]] if sent else self._times[self.stand_in.recorded.trades[0]["t"]]
-        return (t + 1) * 1_000_000
+        done = len(sent) >= len(self.stand_in.recorded.trades) + self.stand_in.overlap
+        return (t + 1 + (3_600_000 if done else 0)) * 1_000_000
 
     def __post_init__(self) -> None:
         self._times = {int(t["t"]): int(t["T"]) for t in self.stand_in.recorded.trades}
@@ -111,10 +116,11 @@ def _count(store: Any, table: str, run_id: str) -> int:
 def test_paper_on_the_websocket_stand_in_records_a_paper_run_with_bars_and_simulated_fills_stand_in(
         tmp_path: Path, ws: WsServer, monkeypatch: pytest.MonkeyPatch) -> None:
     res = _invoke(monkeypatch, ws, "paper", "--venue", "binance", "--symbol", "BTC/USDT", "--max-items",
-                  str(MAX_ITEMS), "--run-id", "paper-1", "--json", *_sets(tmp_path, ws))
+                  str(MAX_ITEMS), "--duration", "10m", "--run-id", "paper-1", "--json", *_sets(tmp_path, ws))
     assert res.exit_code == 0, (res.stdout, res.stderr, res.exception)
     summary = json.loads(res.stdout)
-    assert summary["mode"] == "paper" and summary["ended"] == "max-items" and summary["run_id"] == "paper-1"
+    assert summary["mode"] == "paper" and summary["run_id"] == "paper-1"
+    assert summary["ended"] in ("max-items", "duration")  # duration: ccxt delivered the trades in fewer batches
     store = _store(tmp_path)
     run = store.query("SELECT mode, status, data FROM runs FINAL WHERE run_id = 'paper-1'")
     assert [(r["mode"], r["status"], json.loads(r["data"])) for r in run] == [
@@ -128,9 +134,34 @@ def test_paper_on_the_websocket_stand_in_records_a_paper_run_with_bars_and_simul
     # the strategy traded: simulated children filled, no request went to any venue (paper needs no key)
     assert summary["orders"] > 0 and summary["fills"] > 0
     assert _count(store, "fills", "paper-1") == summary["fills"]
-    assert summary["events_in"] >= MAX_ITEMS  # rows: trades, quotes and quarantined messages
+    assert summary["events_in"] >= min(MAX_ITEMS, N_TRADES)  # rows: trades, quotes and quarantined messages
     reasons = [r["reason"] for r in store.query("SELECT reason FROM quarantine FINAL WHERE run_id = 'paper-1'")]
     assert any("field 'p' in binance trade is not a number" in r for r in reasons)  # the malformed trade
+
+
+def test_paper_stops_cleanly_on_sigint_with_its_summary_stand_in(tmp_path: Path, ws: WsServer,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupt() -> None:  # once the stand-in has sent every trade: the run is streaming
+        for _ in range(3000):
+            if len(ws.stand_in.sent_trade_ids) >= N_TRADES + ws.stand_in.overlap:
+                break
+            time.sleep(0.01)
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    killer = threading.Thread(target=interrupt, daemon=True)
+    killer.start()
+    res = _invoke(monkeypatch, ws, "paper", "--instrument", "binance:BTC/USDT", "--run-id", "paper-int",
+                  *_sets(tmp_path, ws))
+    killer.join()
+    assert res.exit_code == 0, (res.stdout, res.stderr, res.exception)
+    assert "paper run paper-int ended: stopped by SIGINT" in res.stderr
+    assert "final equity" in res.stdout  # the replay's summary table
+    store = _store(tmp_path)
+    run = store.query("SELECT status, summary FROM runs FINAL WHERE run_id = 'paper-int'")
+    assert [r["status"] for r in run] == ["finished"]
+    summary = json.loads(run[0]["summary"])
+    assert summary["ended"] == "stopped by SIGINT" and summary["bars"] == _count(store, "bars", "paper-int") > 10
 
 
 @pytest.fixture
@@ -152,10 +183,10 @@ def test_live_sends_signed_ioc_children_to_the_rest_stand_in_and_records_their_f
     sets = _sets(tmp_path, ws, f"live.rest_urls={{binance = {json.dumps(rest.url)}}}", "live.balance_tolerance=1.0")
     sets = [s.replace("100000.0", "99999.5") for s in sets]  # the account starts 0.5 USDT off the venue's
     res = _invoke(monkeypatch, ws, "live", "--instrument", "binance:BTC/USDT", "--live", "--max-items",
-                  str(MAX_ITEMS), "--run-id", "live-1", "--json", "--verbose", *sets)
+                  str(MAX_ITEMS), "--duration", "10m", "--run-id", "live-1", "--json", "--verbose", *sets)
     assert res.exit_code == 0, (res.stdout, res.stderr, res.exception)
     summary = json.loads(res.stdout)
-    assert summary["mode"] == "live" and summary["ended"] == "max-items"
+    assert summary["mode"] == "live" and summary["ended"] in ("max-items", "duration")
     store = _store(tmp_path)
     assert [r["mode"] for r in store.query("SELECT mode FROM runs FINAL WHERE run_id = 'live-1'")] == ["live"]
     # reconciliation at start: the 0.5 USDT difference, within tolerance; the venue's balance adopted
