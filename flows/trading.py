@@ -28,7 +28,6 @@ from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
-from bytewax.inputs import Source
 from bytewax.operators import KeyedStream
 from bytewax.outputs import Sink
 
@@ -140,7 +139,7 @@ def _rows_of_cross_section(cs: CrossSection) -> list[WrittenEvent]:
 
 
 def build_flow(plan: ReplayPlan | None, config: Config, run_id: str, *, dsn: str | None = None,
-               progress: Progress | None = None, source: Source[MarketSlice] | None = None,
+               progress: Progress | None = None, source: ReplaySource | None = None,
                sink: Sink[tuple[str, Any]] | None = None, executor: Executor | None = None,
                universe: Sequence[str] | None = None) -> Dataflow:
     """Return the replay dataflow for `plan`, writing under `run_id` to `dsn` (default: the config's).

@@ -4,9 +4,11 @@
 snapshots): per venue the markets, the precision mode and where the metadata came from. `venues snapshot`
 stores a venue's markets as a snapshot, from the venue (ccxt ``load_markets``) or from a recorded dump.
 
-`live` and `paper` are gates for now: they check what must hold before any order (config, venue, the explicit
-``--live``, the API keys in the environment, the testnet) and then say, in one line with exit status 2, that the
-flow is not available in this build. API keys and secrets are never printed, logged or written.
+`paper` runs the trading flow on live market data (`flows.live`) with simulated execution; `live` runs it with
+the router's children sent to the venues (`sinks.ccxt_executor.CcxtExecutor` over `sinks.ccxt_venue.CcxtVenue`),
+only with the explicit ``--live``, the API keys from the environment and ``[router] enabled = true``. Both
+record a run (mode ``paper`` / ``live``) and end on Ctrl-C/SIGTERM, ``--duration`` or ``--max-items`` with the
+replay's summary. API keys and secrets are never printed, logged or written.
 """
 
 from __future__ import annotations
