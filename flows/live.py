@@ -284,8 +284,9 @@ def build_live_flow(config: Config, instruments: Sequence[str], run_id: str, *, 
     """Return the trading dataflow on live data of `instruments` (``venue:BASE/QUOTE``), writing under `run_id`.
 
     `source` replaces the live source (default: `LiveSource` over ccxt.pro with `live_exchange_factory`, trades
-    and top of book); `executor` (live mode, router on) sends the routed account's children to the venues;
-    `dsn` and `sink` as in `flows.trading.build_flow`. Bad settings raise `ConfigError` here, before any I/O.
+    and top of book, in `LiveBounds` without bounds: it runs until the process stops); `executor` (live mode,
+    router on) sends the routed account's children to the venues; `dsn` and `sink` as in
+    `flows.trading.build_flow`. Bad settings raise `ConfigError` here, before any I/O.
     """
     from flows.trading import build_flow
 
@@ -293,8 +294,8 @@ def build_live_flow(config: Config, instruments: Sequence[str], run_id: str, *, 
     if executor is not None and not config.router.enabled:
         raise ConfigError("router.enabled", "live trading routes children with market metadata: set "
                                             "[router] enabled = true (and router.markets)")
-    src: FixedPartitionedSource[Any, Any] = source if source is not None else LiveSource(
+    src: FixedPartitionedSource[Any, Any] = source if source is not None else LiveBounds(LiveSource(
         instruments, clock=clock, exchange_factory=exchange_factory or live_exchange_factory(config),
-        channels=CHANNELS)
+        channels=CHANNELS), clock=clock)
     return build_flow(None, config, run_id, dsn=dsn, source=src, sink=sink, executor=executor,  # type: ignore[arg-type]
                       universe=instruments)  # any partitioned source of MarketSlice items takes the replay's place

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from helpers import SHARED_DATA
@@ -199,10 +201,19 @@ def test_live_sends_signed_ioc_children_to_the_rest_stand_in_and_records_their_f
     orders = store.query("SELECT event_id, side, amount, limit_price FROM orders FINAL WHERE run_id = 'live-1' "
                          "ORDER BY ts_event, event_id")
     assert posts and len(posts) == len(orders)
+    # markets, the reconciliation at start (balances, open orders), then per child: a lookup by its client id
+    # (nothing to resubmit), the order, its trades
+    per_child = [("GET", "/api/v3/order"), ("POST", "/api/v3/order"), ("GET", "/api/v3/myTrades")]
+    assert [(r.method, r.path) for r in rest.requests] == [
+        ("GET", "/api/v3/exchangeInfo"), ("GET", "/api/v3/account"), ("GET", "/api/v3/openOrders"),
+        *per_child * len(posts)]
+    assert all(r.signed for r in rest.requests[1:])
+    assert [r.answered for r in rest.requests if (r.method, r.path) == ("GET", "/api/v3/order")] == [400] * len(
+        posts)  # -2013 Order does not exist
+    assert all(r.answered == 200 for r in rest.requests if (r.method, r.path) != ("GET", "/api/v3/order"))
     for p, o in zip(posts, orders, strict=True):
-        assert p.signed and p.answered == 200
-        assert set(p.params) >= {"symbol", "side", "type", "timeInForce", "quantity", "price", "newClientOrderId",
-                                 "timestamp"}
+        assert set(p.params) == {"symbol", "side", "type", "timeInForce", "quantity", "price", "newClientOrderId",
+                                 "newOrderRespType", "recvWindow", "timestamp"}
         assert (p.params["symbol"], p.params["type"], p.params["timeInForce"]) == ("BTCUSDT", "LIMIT", "IOC")
         assert p.params["side"] == o["side"].upper()
         assert float(p.params["quantity"]) == pytest.approx(o["amount"], rel=1e-12)
@@ -226,3 +237,63 @@ def test_live_sends_signed_ioc_children_to_the_rest_stand_in_and_records_their_f
         assert secret not in res.stdout + res.stderr
         assert secret not in rows
         assert all(secret.encode() not in w for w in written)
+
+
+# ---------------------------------------------------------------------------------------------------
+# LiveBounds on its own (no stand-in): the merged watermark and late rows, on arbitrary arrival orders
+
+
+class _Feed:
+    """Stands for a `LiveSource`: per instrument, the batches its partition returns, in order."""
+
+    def __init__(self, batches: dict[str, list[list[Any]]]) -> None:
+        self.instruments = sorted(batches)
+        self.batches = batches
+
+    def list_parts(self) -> list[str]:
+        return list(self.instruments)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> Any:
+        feed = self
+
+        class Part:
+            def next_batch(self) -> list[Any]:
+                return feed.batches[for_part].pop(0) if feed.batches[for_part] else []
+
+            def close(self) -> None:
+                pass
+
+        return Part()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["binance:BTC/USDT", "kraken:BTC/USD"]), st.integers(1, 50)),
+                min_size=1, max_size=40))
+def test_live_bounds_merged_watermark_never_passes_a_row_it_lets_through(arrivals: list[tuple[str, int]]) -> None:
+    from flows.live import LiveBounds
+    from helpers import market_slice, trades
+
+    s = 10**9
+    batches: dict[str, list[list[Any]]] = {"binance:BTC/USDT": [], "kraken:BTC/USD": []}
+    own: dict[str, int] = {}
+    for inst, sec in arrivals:  # a feed's own watermark is its latest event time
+        own[inst] = max(own.get(inst, 0), sec * s)
+        batches[inst].append([market_slice(inst, own[inst], trades=trades(inst, [sec * s], [100.0]))])
+    bounds = LiveBounds(_Feed(batches), clock=lambda: 0, lateness_ns=2 * s, max_items=len(arrivals))  # type: ignore[arg-type]
+    parts = {i: bounds.build_part("market", i, None) for i in bounds.list_parts()}
+    out = []
+    for inst, _ in arrivals:
+        out += parts[inst].next_batch()
+    emitted = 0
+    for o in out:
+        kept = [] if o.trades is None else o.trades.ts_event.tolist()
+        assert all(t > emitted for t in kept)  # nothing at or before a watermark already handed on
+        assert all(q.reason.startswith("late: event time") and q.ts_event <= emitted for q in o.rejected)
+        assert o.watermark >= emitted
+        emitted = o.watermark
+    assert bounds.counters.items == len(arrivals) and bounds.counters.rows == len(arrivals)
+    assert bounds.counters.late == sum(len(o.rejected) for o in out)
+    if len(own) == 2:
+        assert emitted == max(0, min(own.values()) - 2 * s)
+    else:
+        assert emitted == 0  # an instrument that has said nothing holds the watermark back
