@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import threading
@@ -179,11 +180,13 @@ def _all_rows(store: Any) -> str:
 
 
 def test_live_sends_signed_ioc_children_to_the_rest_stand_in_and_records_their_fills_stand_in(
-        tmp_path: Path, ws: WsServer, rest: BinanceStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, ws: WsServer, rest: BinanceStandIn, monkeypatch: pytest.MonkeyPatch,
+        capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("HEADRACE_API_KEY_BINANCE", KEY)
     monkeypatch.setenv("HEADRACE_API_SECRET_BINANCE", SECRET)
     sets = _sets(tmp_path, ws, f"live.rest_urls={{binance = {json.dumps(rest.url)}}}", "live.balance_tolerance=1.0")
     sets = [s.replace("100000.0", "99999.5") for s in sets]  # the account starts 0.5 USDT off the venue's
+    caplog.set_level(logging.DEBUG)  # every log record of the run, ccxt's and urllib3's included
     res = _invoke(monkeypatch, ws, "live", "--instrument", "binance:BTC/USDT", "--live", "--max-items",
                   str(MAX_ITEMS), "--duration", "10m", "--run-id", "live-1", "--json", "--verbose", *sets)
     assert res.exit_code == 0, (res.stdout, res.stderr, res.exception)
@@ -230,11 +233,14 @@ def test_live_sends_signed_ioc_children_to_the_rest_stand_in_and_records_their_f
         assert (f["price"], f["amount"], f["fee"], f["fee_currency"]) == (
             float(vf["price"]), float(vf["qty"]), pytest.approx(float(vf["commission"])), vf["commissionAsset"])
     assert summary["fills"] == len(fills)
-    # the planted key and secret appear nowhere: output, ClickHouse rows, files
+    # the planted key and secret appear nowhere: output, log records, ClickHouse rows, files
+    native = capfd.readouterr()
+    logged = caplog.text
+    assert "live starting run_id=live-1" in logged and "/api/v3/order" in logged  # the run's log, ccxt's too
     rows = _all_rows(store)
     written = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
     for secret in (KEY, SECRET, KEY[-10:], SECRET[-10:]):
-        assert secret not in res.stdout + res.stderr
+        assert secret not in res.stdout + res.stderr + native.out + native.err + logged
         assert secret not in rows
         assert all(secret.encode() not in w for w in written)
 
