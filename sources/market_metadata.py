@@ -142,10 +142,14 @@ def load_snapshot(path: Path) -> VenueMarkets:
 
 
 def ccxt_exchange(vm: VenueMarkets) -> Any:
-    """Return ccxt's own exchange class for the venue, with the markets set and no network used."""
+    """Return ccxt's own exchange class for the venue, with the markets set and no network used.
+
+    Each market is completed with ccxt's own defaults (`safe_market_structure`): recorded dumps leave out
+    keys such as ``inverse`` that ccxt's order methods read.
+    """
     ex = getattr(ccxt, vm.venue)()
     ex.precisionMode = CCXT_MODE[vm.precision_mode]
-    ex.set_markets(vm.raw)
+    ex.set_markets({s: ex.safe_market_structure(m) for s, m in vm.raw.items()})
     return ex
 
 
