@@ -37,6 +37,7 @@ venues_app = typer.Typer(
 MarketsOpt = Annotated[list[Path] | None, typer.Option(
     "--markets", help="market metadata: a ccxt dump or snapshot (.json, .json.gz) or a folder of them (repeatable)")]
 KEY_VAR, SECRET_VAR = "HEADRACE_API_KEY_{}", "HEADRACE_API_SECRET_{}"
+PASSWORD_VAR = "HEADRACE_API_PASSWORD_{}"
 SNAPSHOT_KEYS = {"venue", "source", "precision_mode", "markets"}
 
 
@@ -323,11 +324,35 @@ def credentials(venue: str, environ: Mapping[str, str] | None = None) -> tuple[s
     return found[0], found[1]
 
 
+def password(venue: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Return the venue's API password (passphrase) from ``HEADRACE_API_PASSWORD_<VENUE>`` when ccxt says the venue
+    needs one (OKX, Coinbase Exchange), else None; a needed but missing one is an error naming the variable.
+
+    >>> password("binance", {}) is None
+    True
+    >>> password("okx", {})
+    Traceback (most recent call last):
+    ...
+    headrace.cli_venues.VenueError: missing environment variable HEADRACE_API_PASSWORD_OKX (the API password of okx)
+    """
+    env = os.environ if environ is None else environ
+    if not _ccxt_class(venue)().requiredCredentials.get("password"):
+        return None
+    name = PASSWORD_VAR.format(venue.upper())
+    value = env.get(name, "")
+    if not value.strip():
+        raise VenueError(f"missing environment variable {name} (the API password of {venue})")
+    return value
+
+
 def _live_exchange(venue: str, testnet: bool) -> Any:
     """A ccxt exchange for `venue` holding its keys, in sandbox mode for the testnet (no request is made)."""
     key, secret = credentials(venue)
-    ex = _ccxt_class(venue)({"apiKey": key, "secret": secret, "enableRateLimit": True})
-    del key, secret
+    keys = {"apiKey": key, "secret": secret, "enableRateLimit": True}
+    if (phrase := password(venue)) is not None:
+        keys["password"] = phrase
+    ex = _ccxt_class(venue)(keys)
+    del key, secret, keys, phrase
     if testnet:
         try:
             ex.set_sandbox_mode(True)
@@ -448,9 +473,8 @@ def _live_venues(cfg: Any, names: list[str], testnet: bool) -> dict[str, Any]:
         rest = cfg.live.rest_urls.get(v)
         urls = rest_url_overrides(base.urls["api"], rest) if rest else None
         key, secret = credentials(v)
-        # the venue's own markets (load_markets through its rate limiter): what orders are sent with; ccxt's
-        # order methods read market keys the recorded dumps lack
-        out[v] = CcxtVenue(v, Credentials(key, secret), sandbox=testnet, urls=urls,
+        # the venue's own markets (load_markets through its rate limiter): what orders are sent with
+        out[v] = CcxtVenue(v, Credentials(key, secret, password(v)), sandbox=testnet, urls=urls,
                            throttle_alert_s=cfg.live.throttle_alert_s)
         del key, secret
     return out

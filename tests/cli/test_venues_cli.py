@@ -252,3 +252,13 @@ def test_testnet_selects_the_ccxt_sandbox_urls_with_the_keys_from_the_environmen
     assert (test.apiKey, test.secret) == (KEY, SECRET)
     assert test.urls["api"]["private"] == "https://api-testnet.{hostname}"  # ccxt fills in bybit.com
     assert "testnet" not in json.dumps(real.urls["api"])
+
+
+def test_live_on_a_venue_with_a_passphrase_names_the_missing_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEADRACE_API_KEY_OKX", KEY)
+    monkeypatch.setenv("HEADRACE_API_SECRET_OKX", SECRET)
+    monkeypatch.delenv("HEADRACE_API_PASSWORD_OKX", raising=False)
+    res = run("live", "--venue", "okx", "--symbol", "BTC/USDT", "--live", "--set", "router.enabled=true")
+    assert one_error_line(res) == (
+        "error: missing environment variable HEADRACE_API_PASSWORD_OKX (the API password of okx)")
+    assert KEY not in res.stdout + res.stderr and SECRET not in res.stdout + res.stderr
