@@ -297,3 +297,18 @@ class BinanceStandIn:
     def _get_mytrades(self, params: dict[str, str], fault: Fault | None) -> tuple[int, Any]:
         since = int(params.get("startTime", 0))
         return 200, [t for t in self.trades if t["symbol"] == params.get("symbol") and t["time"] >= since]
+
+
+@dataclass
+class FakeClock:
+    """An injected clock for venue clients: `sleep` advances it instead of waiting (rate limits, Retry-After)."""
+
+    now_ns: int = 1_700_000_000 * 10**9
+    slept: list[float] = field(default_factory=list)
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now_ns += int(seconds * 10**9)

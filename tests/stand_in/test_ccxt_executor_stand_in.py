@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from decimal import Decimal
 
 import ccxt
@@ -25,7 +25,7 @@ from operators.execution.venue import Credentials, OrderRequest
 from operators.positions.routed_account import Execution, Executor
 from sinks.ccxt_executor import CcxtExecutor, child_seq
 from sinks.ccxt_venue import CcxtVenue
-from stand_in.binance_rest import EXCHANGE_INFO, BinanceStandIn, Fault
+from stand_in.binance_rest import EXCHANGE_INFO, BinanceStandIn, FakeClock, Fault
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / EXCHANGE_INFO).exists(),
                                 reason=f"shared data missing: {SHARED_DATA / EXCHANGE_INFO}")
@@ -35,19 +35,6 @@ SECRET = "PLANTEDexecSecret8e2f6a0b4c9d3e7f1a5b9c2d6e0f4"
 BTC = "binance:BTC/USDT"
 ORDER = "/api/v3/order"
 BALANCES = {"BTC": ("1.00000000", "0.00000000"), "USDT": ("100000.00000000", "0.00000000")}
-
-
-@dataclass
-class FakeClock:
-    now_ns: int = 1_700_000_000 * NS_PER_S
-    slept: list[float] = field(default_factory=list)
-
-    def __call__(self) -> int:
-        return self.now_ns
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now_ns += int(seconds * NS_PER_S)
 
 
 @pytest.fixture

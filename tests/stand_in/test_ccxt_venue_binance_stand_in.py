@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import ccxt
@@ -29,7 +28,7 @@ from operators.execution.venue import (
     credentials_from_env,
 )
 from sinks.ccxt_venue import CcxtVenue, Throttled, redact, shared_rate_limiter
-from stand_in.binance_rest import EXCHANGE_INFO, BinanceStandIn, Fault
+from stand_in.binance_rest import EXCHANGE_INFO, BinanceStandIn, FakeClock, Fault
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / EXCHANGE_INFO).exists(),
                                 reason=f"shared data missing: {SHARED_DATA / EXCHANGE_INFO}")
@@ -38,19 +37,6 @@ KEY = "PLANTEDkey7f3a9c1e5b2d8f4a6c0e2b4d6f8a1c3e5"
 SECRET = "PLANTEDsecret9b8a7c6d5e4f3a2b1c0d9e8f7a6b5c4"
 BTC = "binance:BTC/USDT"
 ORDER = "/api/v3/order"
-
-
-@dataclass
-class FakeClock:
-    now_ns: int = 1_700_000_000 * NS_PER_S
-    slept: list[float] = field(default_factory=list)
-
-    def __call__(self) -> int:
-        return self.now_ns
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now_ns += int(seconds * NS_PER_S)
 
 
 @pytest.fixture
