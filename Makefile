@@ -25,7 +25,7 @@ demo: $(STAMP)
 	@echo 'rows of run "demo" are in state/clickhouse; next: .venv/bin/headrace runs, .venv/bin/headrace db query "SELECT ..." (docs/onboarding.md)'
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "# $$f"; $(PY) $$f || exit 1; done
