@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, ReplayedRun
+from conftest import ReplayedRun
+from helpers import ROOT
 from sinks.clickhouse import Store
 
 EXAMPLES = [(page.name, i, sql.strip()) for page in sorted((ROOT / "docs").glob("*.md"))

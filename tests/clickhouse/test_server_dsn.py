@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 from sinks.clickhouse import ddl_statements
 
 DEMO = ROOT / "data" / "demo" / "bittrex"

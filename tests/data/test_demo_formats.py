@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from conftest import ROOT
 from headrace.errors import DataSourceError
+from helpers import ROOT
 from sources.formats import identify, read_paths
 
 DEMO = ROOT / "data" / "demo" / "bittrex"
