@@ -124,6 +124,8 @@ def replay(
         "--venue", help="ccxt venue id for files whose path names none (= --set replay.venue=...)")] = None,
     symbol: Annotated[str | None, typer.Option(
         "--symbol", help="BASE/QUOTE for files whose path names none (= --set replay.symbol=...)")] = None,
+    quote: Annotated[str | None, typer.Option(
+        "--quote", help="quote currency of wide price tables (= --set replay.quote=...)")] = None,
     timerange: Annotated[str | None, typer.Option(
         "--timerange", help="START:END, ISO dates or date-times (END excluded; either side may be empty)")] = None,
     timeframe: Annotated[str | None, typer.Option(
@@ -153,6 +155,7 @@ def replay(
         data, config, set_ = list(sc.files), sc.config, [*sc.overrides, *(set_ or [])]
     set_ = [*(set_ or []), *([f"replay.venue={json.dumps(venue)}"] if venue else []),
             *([f"replay.symbol={json.dumps(symbol)}"] if symbol else []),
+            *([f"replay.quote={json.dumps(quote)}"] if quote else []),
             *([f"replay.timeframe={json.dumps(timeframe)}"] if timeframe else []),
             *([f"validation.max_quarantined={max_quarantined!r}"] if max_quarantined is not None else [])]
     from flows.runner import Interrupted
@@ -527,6 +530,7 @@ def data_list(
     venue: Annotated[str | None, typer.Option("--venue", help="venue for files whose path names none")] = None,
     symbol: Annotated[str | None, typer.Option("--symbol", help="BASE/QUOTE for files whose path names none")]
     = None,
+    quote: Annotated[str | None, typer.Option("--quote", help="quote currency of wide price tables")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show what each data file will be read as (venue, symbol, kind, timeframe, rows, first and last time)."""
@@ -534,7 +538,7 @@ def data_list(
     from sources.select import describe
 
     try:
-        cfg = _setup(config, set_)
+        cfg = _setup(config, [*(set_ or []), *([f"replay.quote={json.dumps(quote)}"] if quote else [])])
         if not discover(paths):
             from headrace.errors import DataSourceError
 

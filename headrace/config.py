@@ -337,6 +337,7 @@ class ReplayConfig(BaseModel):
 
     venue: str = _key("", "venue for files whose path does not name one")
     symbol: str = _key("", "ccxt symbol (BASE/QUOTE) for files whose path does not name one")
+    quote: str = _key("", "quote currency of wide price tables (one close-price column per base asset)")
     timeframe: Annotated[str, Timeframe()] = _key("5m", "bar length built from trades and quotes")
     chunk_rows: Rows = _key(20_000, "rows of the merged stream per source slice (and per snapshot offset)")
     timestamp_unit: Literal["auto", "s", "ms", "us", "ns"] = _key(

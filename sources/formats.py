@@ -65,6 +65,7 @@ class FileSpec:
     venue: str
     symbol: str  # "" when the file carries a symbol column
     timeframe_ns: int  # bars only
+    column: str = ""  # wide price tables: the one price column this spec reads ("" before `wide_specs`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +206,7 @@ def identify(path: str, *, venue: str = "", symbol: str = "", timeframe: str = "
     if not v:
         raise DataSourceError(path, "cannot tell the venue from the path; "
                                     "pass --venue <ccxt id> (config: replay.venue)")
-    if not sym:
+    if not sym and fmt != WIDE:  # a wide table's symbols come with the quote (`wide_specs`)
         raise DataSourceError(path, "cannot tell the symbol from the path; "
                                     "pass --symbol BASE/QUOTE (config: replay.symbol)")
     tf_ns = 0  # bars of a file whose name gives no length: inferred from the data when read
@@ -214,6 +215,8 @@ def identify(path: str, *, venue: str = "", symbol: str = "", timeframe: str = "
             tf_ns = parse_timeframe(timeframe or tf)
         except ValueError as e:
             raise DataSourceError(path, str(e)) from e
+    if fmt == WIDE:
+        sym = ""  # one instrument per column
     return FileSpec(path=path, format=fmt, kind=kind, venue=v.lower(), symbol=sym, timeframe_ns=tf_ns)
 
 
@@ -249,7 +252,90 @@ def _sniff(path: str, ext: str) -> tuple[str, Kind] | None:
         return "trades_frame", "trade"
     if {"timestamp", "bid", "ask", "bid_size", "ask_size"} <= cols:
         return "quotes_frame", "quote"
+    if ext in (".parquet", ".feather", ".arrow", ".ipc") and _wide_columns(path, ext):
+        return WIDE, "bar"
     return None
+
+
+# --------------------------------------------------------------------------------------------------
+# wide price tables: one time column, one close-price column per asset
+
+WIDE = "wide_close"
+_WIDE_TIME = ("date", "datetime", "time", "timestamp")
+
+
+def _wide_columns(path: str, ext: str) -> tuple[str, list[str]] | None:
+    # (time column, asset columns) of a typed file laid out as a wide price table; None when it is not one
+    schema = pl.read_parquet_schema(path) if ext == ".parquet" else pl.read_ipc_schema(path)
+    names = list(schema)
+    if len(names) < 2 or names[0].lower() not in _WIDE_TIME:
+        return None
+    t = schema[names[0]]
+    if not (t.is_temporal() or t.is_integer()):
+        return None
+    assets = names[1:]
+    if not all(schema[a].is_float() and re.fullmatch(r"[A-Za-z0-9]+", a) for a in assets):
+        return None
+    return names[0], assets
+
+
+def wide_specs(spec: FileSpec, options: ReadOptions | None = None) -> list[FileSpec]:
+    """Return one spec per asset column of a wide price table (`spec` itself for any other file).
+
+    Each column is the instrument ``venue:ASSET/QUOTE``; the quote comes from `options` (replay.quote,
+    ``--quote``): a table names its assets, not the currency they are priced in.
+    """
+    if spec.format != WIDE or spec.column:
+        return [spec]
+    quote = (options or ReadOptions()).quote
+    if not quote:
+        raise DataSourceError(spec.path, "a wide price table names its assets, not their quote currency; "
+                                         "pass --quote <QUOTE> (config: replay.quote)")
+    got = _wide_columns(spec.path, Path(spec.path).suffix.lower())
+    if got is None:  # pragma: no cover - identify() said it was one
+        raise DataSourceError(spec.path, "is not a wide price table")
+    return [FileSpec(path=spec.path, format=WIDE, kind="bar", venue=spec.venue, symbol=f"{_asset(a)}/{_asset(quote)}",
+                     timeframe_ns=spec.timeframe_ns, column=a) for a in got[1]]
+
+
+def wide_count(spec: FileSpec) -> int:
+    """Return the bars of one column of a wide price table: its non-null prices."""
+    scan = pl.scan_parquet(spec.path) if spec.path.lower().endswith(".parquet") else pl.scan_ipc(spec.path)
+    return int(scan.select(pl.col(spec.column).count()).collect().item())
+
+
+def _wide_iter(spec: FileSpec, options: ReadOptions, batch_rows: int | None,
+               start_row: int) -> Iterator[ParsedFrame]:
+    # every column of the table (whole, read once); `start_row` counts the column's bars, not the file's rows
+    specs = wide_specs(spec, options)
+    ext = Path(spec.path).suffix.lower()
+    got = _wide_columns(spec.path, ext)
+    assert got is not None
+    ts_col = got[0]
+    cols = [ts_col, *dict.fromkeys(s.column for s in specs)]
+    df = pl.read_parquet(spec.path, columns=cols) if ext == ".parquet" else pl.read_ipc(spec.path, columns=cols)
+    plan = _decide_times(df.head(_HEAD_ROWS), ts_col, options)
+    layout = _Layout({"ts_open": (ts_col, "ts"), "open": ("close", "float"), "high": ("close", "float"),
+                      "low": ("close", "float"), "close": ("close", "float"), "volume": ("volume", "float")})
+    tf = spec.timeframe_ns
+    if tf == 0:  # the spacing of the table's times
+        times = _normalise(df.select(ts_col, pl.lit(1.0).alias("close"), pl.lit(0.0).alias("volume")), layout,
+                           "bar", 0, plan, options, 0)
+        try:
+            tf = infer_timeframe(times.filter(pl.col("problem").is_null())["ts_open"])
+        except ValueError as e:
+            raise DataSourceError(spec.path, str(e)) from e
+    for s in specs:
+        listed = df.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("__file_row"), ts_col,
+                           pl.col(s.column).alias("close"), pl.lit(0.0).alias("volume")
+                           ).filter(pl.col("close").is_not_null())  # null: not listed yet (or not then)
+        norm = _normalise(listed.drop("__file_row"), layout, "bar", tf, plan, options, 0)
+        norm = norm.with_columns(listed["__file_row"].alias("row"))  # rows of the file, as quarantine reports them
+        inst = f"{s.venue}:{s.symbol}"
+        step = batch_rows or max(norm.height, 1)
+        for a in range(start_row, max(norm.height, 1 if batch_rows is None else 0), step):
+            yield ParsedFrame(instrument=inst, kind="bar", timeframe_ns=tf, path=spec.path,
+                              frame=norm.slice(a, step), ts_unit=plan.unit)
 
 
 def infer_timeframe(ts_open: pl.Series) -> int:
@@ -307,6 +393,7 @@ class ReadOptions:
     date_format: str = ""
     earliest_ns: int = 1_230_940_800 * 10**9  # 2009-01-03
     latest_ns: int = 4_102_444_800 * 10**9  # 2100-01-01
+    quote: str = ""  # quote currency of wide price tables (replay.quote)
 
     def __post_init__(self) -> None:
         if self.timestamp_unit not in ("auto", *_UNITS):
@@ -321,7 +408,7 @@ class ReadOptions:
         """Return the options of `config` (keys replay.timestamp_unit, replay.date_format, validation.*)."""
         return cls(timestamp_unit=config.replay.timestamp_unit, date_format=config.replay.date_format,
                    earliest_ns=date_ns(config.validation.earliest, "validation.earliest"),
-                   latest_ns=date_ns(config.validation.latest, "validation.latest"))
+                   latest_ns=date_ns(config.validation.latest, "validation.latest"), quote=config.replay.quote)
 
     @property
     def window(self) -> str:
@@ -819,11 +906,12 @@ def iter_file(spec: FileSpec, options: ReadOptions | None = None, *, batch_rows:
 def read_file(spec: FileSpec, options: ReadOptions | None = None) -> list[ParsedFrame]:
     """Read one identified file into one `ParsedFrame` per instrument (see `iter_file`)."""
     parts = list(_guarded(spec, _iter(spec, options or ReadOptions(), None, 0)))
-    if len(parts) <= 1:
-        return parts
-    first = parts[0]
-    return [ParsedFrame(instrument=first.instrument, kind=first.kind, timeframe_ns=first.timeframe_ns,
-                        path=first.path, frame=pl.concat([p.frame for p in parts]), ts_unit=first.ts_unit)]
+    by_inst: dict[str, list[ParsedFrame]] = {}
+    for p in parts:  # a wide price table gives one instrument per column
+        by_inst.setdefault(p.instrument, []).append(p)
+    return [g[0] if len(g) == 1 else
+            ParsedFrame(instrument=g[0].instrument, kind=g[0].kind, timeframe_ns=g[0].timeframe_ns, path=g[0].path,
+                        frame=pl.concat([p.frame for p in g]), ts_unit=g[0].ts_unit) for g in by_inst.values()]
 
 
 def _guarded(spec: FileSpec, frames: Iterator[ParsedFrame]) -> Iterator[ParsedFrame]:
@@ -846,6 +934,9 @@ def _iter(spec: FileSpec, options: ReadOptions, batch_rows: int | None, start_ro
         from sources import book_files
 
         yield from book_files.quote_frames(spec, options, batch_rows, start_row)
+        return
+    if spec.format == WIDE:
+        yield from _wide_iter(spec, options, batch_rows, start_row)
         return
     path, tf = spec.path, spec.timeframe_ns
     head = _head(path, spec.format)

@@ -328,7 +328,9 @@ class LazyPlan(ReplayPlan):
         paths_found = formats.discover(paths)
         if not paths_found:
             raise DataSourceError(", ".join(map(str, paths)), "holds no data files (.csv, .csv.gz, .parquet, .feather)")
-        specs = [formats.identify(p, venue=venue, symbol=symbol, timeframe=timeframe) for p in paths_found]
+        specs = [c for p in paths_found  # a wide price table: one input per asset column
+                 for c in formats.wide_specs(formats.identify(p, venue=venue, symbol=symbol, timeframe=timeframe),
+                                             options)]
         inputs = [_Input(s.path, f"{s.venue}:{s.symbol}", s.kind,
                          functools.partial(_read_file_batches, s, options)) for s in specs]
         return cls._make(inputs, [_count_rows(s) for s in specs], [s.timeframe_ns for s in specs], chunk_rows,
@@ -734,6 +736,8 @@ def _count_rows(spec: FileSpec) -> int:
         from sources import book_files
 
         return book_files.count_lines(path)
+    if spec.column:  # one column of a wide price table: its bars
+        return formats.wide_count(spec)
     try:
         if lower.endswith(".parquet"):
             return int(pl.scan_parquet(path).select(pl.len()).collect().item())

@@ -189,17 +189,19 @@ def describe(paths: Sequence[str], *, venue: str = "", symbol: str = "",
             spec = formats.identify(path, venue=venue, symbol=symbol)
             row.update(format=spec.format, venue=spec.venue, symbol=spec.symbol, kind=spec.kind,
                        instrument=f"{spec.venue}:{spec.symbol}")
-            [frame] = formats.read_file(spec, options)
+            frames = formats.read_file(spec, options)  # a wide price table: one per asset column
         except DataSourceError as e:
             row["error"] = e.reason
             out.append(row)
             continue
-        df = frame.frame
-        good = df.filter(pl.col("problem").is_null())
-        ts = good["ts_open" if frame.kind == "bar" else "ts_event"]
-        row.update(timeframe=timeframe_text(frame.timeframe_ns) if frame.kind == "bar" else "", rows=df.height,
-                   quarantined=df.height - good.height, first=_iso(ts.min()), last=_iso(ts.max()))
-        out.append(row)
+        for frame in frames:
+            df = frame.frame
+            good = df.filter(pl.col("problem").is_null())
+            ts = good["ts_open" if frame.kind == "bar" else "ts_event"]
+            out.append({**row, "symbol": frame.instrument.split(":", 1)[1], "instrument": frame.instrument,
+                        "timeframe": timeframe_text(frame.timeframe_ns) if frame.kind == "bar" else "",
+                        "rows": df.height, "quarantined": df.height - good.height, "first": _iso(ts.min()),
+                        "last": _iso(ts.max())})
     return out
 
 

@@ -105,7 +105,7 @@ def test_bars_built_from_real_binance_trades_equal_the_recorded_candles() -> Non
 
 @pytest.mark.parametrize("rel, reason", [
     ("futures/binance/XRP_USDT_USDT-8h-funding_rate.feather", "funding_rate candles are not market bars"),
-    ("universe/huobi-pob/cryptos_2017to2021_daily.parquet", "unknown file layout"),
+    ("universe/huobi-pob/cryptos_2017to2021_daily.parquet", "cannot tell the venue from the path; pass --venue"),
 ])
 def test_files_that_cannot_be_replayed_stop_the_run_naming_the_file(rel: str, reason: str) -> None:
     with pytest.raises(DataSourceError, match=reason) as info:
