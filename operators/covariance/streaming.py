@@ -103,6 +103,12 @@ class _PairwiseState:
                 self.c = np.pad(self.c, ((0, grow - self.c.shape[0]), (0, grow - self.c.shape[1])))
                 self.n = np.pad(self.n, ((0, grow - self.n.shape[0]), (0, grow - self.n.shape[1])))
 
+    def load(self, assets: Sequence[str], m: F64, c: F64, n: I64) -> None:
+        """Set the state from a snapshot's fields (copied, so the snapshot stays unchanged)."""
+        self.assets = list(assets)
+        self.index = {x: i for i, x in enumerate(self.assets)}
+        self.m, self.c, self.n = m.copy(), c.copy(), n.copy()
+
     def remove(self, asset: str) -> int:
         if asset not in self.index:
             raise InvariantError(f"cannot remove {asset}: not in the covariance")
@@ -200,10 +206,7 @@ class EwmaCovariance:
     def restore(cls, halflife_bars: float, snap: EwmaCovarianceSnap) -> EwmaCovariance:
         check_version(snap, expected=cls.VERSION)
         core = cls(halflife_bars)
-        s = core._s
-        s.assets = list(snap.assets)
-        s.index = {x: i for i, x in enumerate(s.assets)}
-        s.m, s.c, s.n = snap.m.copy(), snap.c.copy(), snap.n.copy()
+        core._s.load(snap.assets, snap.m, snap.c, snap.n)
         return core
 
 
@@ -325,10 +328,7 @@ class RollingCovariance:
     def restore(cls, window_bars: int, snap: RollingCovarianceSnap) -> RollingCovariance:
         check_version(snap, expected=cls.VERSION)
         core = cls(window_bars)
-        s = core._s
-        s.assets = list(snap.assets)
-        s.index = {x: i for i, x in enumerate(s.assets)}
-        s.m, s.c, s.n = snap.m.copy(), snap.c.copy(), snap.n.copy()
+        core._s.load(snap.assets, snap.m, snap.c, snap.n)
         core._window.extend(dict(bar) for bar in snap.window)
         core._since_refresh = snap.since_refresh
         return core
