@@ -232,22 +232,28 @@ def _source_offset(recovery: Path) -> int:
     return int(row[0] or 0)
 
 
-def test_replay_killed_with_sigkill_and_started_again_equals_an_uninterrupted_run(tmp_path: Path) -> None:
-    state, recovery = tmp_path / "state", tmp_path / "recovery"
-    args = ["replay", "--data", str(BITTREX), "--recovery-dir", str(recovery), "--snapshot-s", "0.05", "--quiet",
-            "--json", "--set", "replay.chunk_rows=500", "--set", f"storage.state_dir={state}"]
+def kill_then_resume(args: list[str], recovery: Path, after_slices: int) -> tuple[str, dict[str, Any]]:
+    """Run `args` (a replay with ``--recovery-dir recovery --json``), SIGKILL it once its source has committed
+    `after_slices` slices, run the same command again; return the killed run's id and the resumed summary."""
     proc = subprocess.Popen([sys.executable, "-m", "headrace.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while _source_offset(recovery) < 4 and proc.poll() is None and time.monotonic() < deadline:
+    while _source_offset(recovery) < after_slices and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     out, _ = proc.communicate()
     assert proc.returncode == -signal.SIGKILL and out == "", "the run finished before it could be killed"
     run_id = json.loads((recovery / "headrace-run.json").read_text())["run_id"]
-
     resumed = json.loads(subprocess.run([sys.executable, "-m", "headrace.cli", *args], cwd=ROOT,
                                         capture_output=True, text=True, check=True, timeout=600).stdout)
+    return run_id, resumed
+
+
+def test_replay_killed_with_sigkill_and_started_again_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    state, recovery = tmp_path / "state", tmp_path / "recovery"
+    args = ["replay", "--data", str(BITTREX), "--recovery-dir", str(recovery), "--snapshot-s", "0.05", "--quiet",
+            "--json", "--set", "replay.chunk_rows=500", "--set", f"storage.state_dir={state}"]
+    run_id, resumed = kill_then_resume(args, recovery, after_slices=4)
     straight = replay_json("--data", str(BITTREX), "--run-id", "straight", "--set", "replay.chunk_rows=500",
                            state=state)
     assert resumed["run_id"] == run_id

@@ -5,15 +5,10 @@ command ends with the same fills and no duplicate rows."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from test_cli import FILL_COLUMNS, SUMMARY_KEYS, _source_offset, headrace, query
+from test_cli import FILL_COLUMNS, SUMMARY_KEYS, headrace, kill_then_resume, query
 
 from helpers import ROOT, SHARED_DATA
 
@@ -69,17 +64,7 @@ def test_the_scenario_killed_with_sigkill_and_started_again_has_the_same_fills(s
     recovery = tmp_path / "recovery"
     args = ["replay", *ARGS, "--recovery-dir", str(recovery), "--snapshot-s", "0.05", "--quiet", "--json",
             "--set", f"storage.state_dir={state}"]
-    proc = subprocess.Popen([sys.executable, "-m", "headrace.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while _source_offset(recovery) < 8 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    out, _ = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL and out == "", "the run finished before it could be killed"
-    run_id = json.loads((recovery / "headrace-run.json").read_text())["run_id"]
-    resumed = json.loads(subprocess.run([sys.executable, "-m", "headrace.cli", *args], cwd=ROOT,
-                                        capture_output=True, text=True, check=True, timeout=600).stdout)
+    run_id, resumed = kill_then_resume(args, recovery, after_slices=8)
     assert resumed["run_id"] == run_id
     assert fills(run_id, state) == fills("straight", state) != []
     assert resumed["final_equity"] == summary["final_equity"]
