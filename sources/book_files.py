@@ -31,7 +31,7 @@ import json
 import math
 import re
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -282,6 +282,14 @@ def _binance_depth(path: str, instrument: str) -> Iterator[BookUpdate | BadRecor
         yield flush(g)
 
 
+def _tardis_row(text: str, header: Sequence[str], ix: Mapping[str, int]) -> tuple[list[str], int, int]:
+    """Split a tardis CSV row; return its fields and its exchange and local times in ns (ValueError if bad)."""
+    f = text.split(",")
+    if len(f) < len(header):
+        raise ValueError(f"{len(f)} fields, the header names {len(header)}")
+    return f, _int(f[ix["timestamp"]], "timestamp") * _US, _int(f[ix["local_timestamp"]], "local_timestamp") * _US
+
+
 def _tardis_snapshot(path: str, instrument: str) -> Iterator[BookUpdate | BadRecord]:
     header, rows = _csv_rows(path)
     if not header:
@@ -291,12 +299,8 @@ def _tardis_snapshot(path: str, instrument: str) -> Iterator[BookUpdate | BadRec
     cols = [(ix[f"bids[{i}].price"], ix[f"bids[{i}].amount"], ix[f"asks[{i}].price"], ix[f"asks[{i}].amount"])
             for i in range(n) if f"bids[{i}].amount" in ix and f"asks[{i}].amount" in ix]
     for row, text in rows:
-        f = text.split(",")
         try:
-            if len(f) < len(header):
-                raise ValueError(f"{len(f)} fields, the header names {len(header)}")
-            ts, recv = _int(f[ix["timestamp"]], "timestamp") * _US, _int(f[ix["local_timestamp"]],
-                                                                          "local_timestamp") * _US
+            f, ts, recv = _tardis_row(text, header, ix)
             bids, asks = [], []
             for bp, ba, ap, aa in cols:  # tardis leaves the fields of missing levels empty
                 if f[bp].strip():
@@ -322,12 +326,8 @@ def _tardis_incremental(path: str, instrument: str) -> Iterator[BookUpdate | Bad
                           tuple(grp.bids), tuple(grp.asks), last_row)
 
     for row, text in rows:
-        f = text.split(",")
         try:
-            if len(f) < len(header):
-                raise ValueError(f"{len(f)} fields, the header names {len(header)}")
-            ts, recv = _int(f[ix["timestamp"]], "timestamp") * _US, _int(f[ix["local_timestamp"]],
-                                                                          "local_timestamp") * _US
+            f, ts, recv = _tardis_row(text, header, ix)
             snap_text = f[ix["is_snapshot"]].strip().lower()
             if snap_text not in ("true", "false"):
                 raise ValueError(f"is_snapshot is {snap_text[:20]!r}, not true or false")
