@@ -22,10 +22,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from _report import emit, log
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bench_replay import DropSink
 
 from flows.runner import run
 from flows.trading import build_flow
@@ -34,16 +33,6 @@ from headrace.config import load_config
 from sources.select import open_plan
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class _Drop(StatelessSinkPartition[Any]):
-    def write_batch(self, items: list[Any]) -> None:
-        pass
-
-
-class DropSink(DynamicSink[Any]):
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Drop:
-        return _Drop()
 
 
 def flow_once(files: list[str], overrides: list[str], config_path: Path) -> tuple[float, int]:
