@@ -322,16 +322,21 @@ class RoutedAccount:
         if mark is None or li.instrument in self._stale or ts - mark_ts > self.quote_max_age_ns:
             levels = ()
         fx = self.fx.rate(li.quote, self._marks, self._mark_ts, venue=li.venue)
-        if side == "buy":
-            free = self._cash.get((li.venue, li.quote), 0.0) - sum(
-                w.reserved for w in self._working if w.order.side == "buy"
-                and (self._of[w.order.instrument].venue, self._of[w.order.instrument].quote) == (li.venue, li.quote))
-        else:
-            free = self._holdings.get((li.venue, li.base), Holding()).amount - sum(
-                w.reserved for w in self._working if w.order.side == "sell"
-                and (self._of[w.order.instrument].venue, self._of[w.order.instrument].base) == (li.venue, li.base))
         return Candidate(instrument=li.instrument, market=li.market, levels=levels, fx=fx, fee_rate=li.fee_rate,
-                         available=max(free, 0.0), depth_source=source)
+                         available=self._free(li, side), depth_source=source)
+
+    def _free(self, li: Listing, side: str) -> float:
+        """What `li`'s venue holds for a new child of `side`, less what working children hold back: quote
+        currency for a buy (fees included), the base asset for a sell."""
+        key = (li.venue, li.quote if side == "buy" else li.base)
+        held = self._cash.get(key, 0.0) if side == "buy" else self._holdings.get(key, Holding()).amount
+        same = [w for w in self._working if w.order.side == side and self._free_key(w.order) == key]
+        return max(held - sum(w.reserved for w in same), 0.0)
+
+    def _free_key(self, o: Order) -> tuple[str, str]:
+        """Where a working child's reservation is held: its venue's quote currency (buy) or base asset (sell)."""
+        li = self._of[o.instrument]
+        return li.venue, li.quote if o.side == "buy" else li.base
 
     def _depth(self, li: Listing, side: str, bar: Bar | None) -> tuple[tuple[Level, ...], str]:
         """The liquidity a child of `side` can take on `li`, best first, and where it comes from.
@@ -409,10 +414,7 @@ class RoutedAccount:
         limit = o.limit_price if o.limit_price is not None else (levels[0].price if levels else 0.0)
         amount = o.amount
         if o.side == "buy" and limit > 0:  # a venue fills no more than the cash it holds (free + this child's)
-            free = self._cash.get((li.venue, li.quote), 0.0) - sum(
-                x.reserved for x in self._working if x.order.side == "buy"
-                and (self._of[x.order.instrument].venue, self._of[x.order.instrument].quote) == (li.venue, li.quote))
-            amount = min(amount, max(free, 0.0) / (limit * (1 + li.fee_rate)))
+            amount = min(amount, self._free(li, "buy") / (limit * (1 + li.fee_rate)))
         taken = match_ioc(o.side, amount, limit, levels) if amount > 0 else ()
         filled = sum(a for _, a in taken)
         if li.market is not None and 0 < filled < o.amount:
