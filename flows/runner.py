@@ -353,11 +353,10 @@ def flow_from_environment(build_flow: Callable[..., Dataflow]) -> Dataflow:
     started = time.perf_counter()
 
     def finished(st: Store) -> None:
-        from headrace.report import summarize  # reports sit above flows: imported only when the run ends
+        from headrace.report import initial_equity, summarize  # reports sit above flows: imported at the end
 
         st.wait_for_mutations()
-        initial = -1.0 if config.router.enabled else config.account.initial_cash  # -1: the first equity row
-        summary = summarize(st, run_id, events_in=plan.total_rows, initial_equity=initial,
+        summary = summarize(st, run_id, events_in=plan.total_rows, initial_equity=initial_equity(config),
                             wall_s=time.perf_counter() - started, store=redact(st.dsn), config=config)
         record.finish(summary.to_dict())
 

@@ -82,14 +82,6 @@ class Wiring:
                                                                             x.instrument)))
                 for a, ls in self.listings.items()}
 
-    @property
-    def initial_equity(self) -> float:
-        """Starting equity: the configured cash, or the balances at the fallback rates (1 where none)."""
-        if self.balances is None:
-            return -1.0
-        fixed = dict(self.fx.fixed)
-        return sum(v * (1.0 if c == self.fx.currency else fixed.get(c, 1.0)) for (_, c), v in self.balances.items())
-
 
 def wiring(config: Config, universe: Sequence[str]) -> Wiring:
     """Resolve the account currency, fx, venue costs and the router's listings; raises `ConfigError` early."""

@@ -249,7 +249,7 @@ def _replay(data: list[str], config_path: Path | None, overrides: list[str] | No
         if config.account.initial_cash <= 0:  # pragma: no cover - validated
             raise ConfigError("account.initial_cash", "must be > 0")
         summary = report.summarize(store, run_id, events_in=plan.total_rows,
-                                   initial_equity=_initial_equity(config), wall_s=wall, store=redact(store.dsn),
+                                   initial_equity=report.initial_equity(config), wall_s=wall, store=redact(store.dsn),
                                    config=config)
         limit, too_many = config.validation.max_quarantined, None
         if summary.events_in and summary.events_quarantined > limit * summary.events_in:
@@ -262,12 +262,6 @@ def _replay(data: list[str], config_path: Path | None, overrides: list[str] | No
             record.finish(summary.to_dict())
     logger.info("replay finished run_id=%s wall_s=%.2f", run_id, wall)
     return summary, too_many
-
-
-def _initial_equity(config: Config) -> float:
-    """The summary's starting equity: the configured cash, or (balances in several currencies) -1 for the first
-    recorded equity, valued at market rates."""
-    return -1.0 if config.router.enabled else config.account.initial_cash
 
 
 def _checked_dsn(dsn: str) -> str:

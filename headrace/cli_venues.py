@@ -533,7 +533,6 @@ def _run_mode(mode: str, venue: list[str] | None, symbol: list[str] | None, inst
         _checked_dsn,
         _error_line,
         _fail,
-        _initial_equity,
         _json_default,
         _print_summary,
         _setup,
@@ -609,7 +608,7 @@ def _run_mode(mode: str, venue: list[str] | None, symbol: list[str] | None, inst
                 raise
             store.wait_for_mutations()
             summary = report.summarize(store, run_id, events_in=source.counters.rows,
-                                       initial_equity=_initial_equity(cfg), wall_s=time.perf_counter() - t0,
+                                       initial_equity=report.initial_equity(cfg), wall_s=time.perf_counter() - t0,
                                        store=redact(store.dsn), config=cfg)
             ended = source.counters.ended or "end of data"
             record.finish(summary.to_dict() | {"ended": ended})

@@ -273,6 +273,12 @@ def _warmup_warning(bars: list[dict[str, Any]], config: Config | None) -> str:
             f"on at least {needs} instruments; bars per instrument: {counts or 'none'}")
 
 
+def initial_equity(config: Config) -> float:
+    """The summary's starting equity for `config`: the configured cash, or with the router (balances in several
+    currencies) -1, meaning the first recorded equity, valued at market rates."""
+    return -1.0 if config.router.enabled else config.account.initial_cash
+
+
 def summarize(db: Queryable, run_id: str, *, events_in: int, initial_equity: float, wall_s: float,
               store: str = "", config: Config | None = None) -> Summary:
     """Compute the summary of `run_id` from its rows.
