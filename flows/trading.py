@@ -107,8 +107,7 @@ def wiring(config: Config, universe: Sequence[str]) -> Wiring:
         traded = sorted({li.venue for ls in listings.values() for li in ls})
         balances = {(v, currency): config.account.initial_cash / len(traded) for v in traded}
     for (venue, ccy), amount in sorted(balances.items()):
-        if amount > 0 and ccy != currency and fx.rate(ccy, {}) is None and not any(
-                c == ccy for c, _, _ in fx.via) and not any(c == ccy for c, _, _ in fx.tri):
+        if amount > 0 and not fx.knows(ccy):
             raise ConfigError(f"account.fx_rates.{ccy}", f"account.balances holds {ccy} on {venue} but nothing "
                                                          f"prices {ccy} in {currency}; set a fallback rate")
     return Wiring(universe, venues, fx, SimulatedVenue(costs), listings, balances)

@@ -85,9 +85,19 @@ class FxTable:
         for c, r in self.fixed:
             if c == ccy:
                 return r
-        if not any(c == ccy for c, _, _ in self.via) and not any(c == ccy for c, _, _ in self.tri):
+        if not self.knows(ccy):
             raise KeyError(f"no fx rate for {ccy!r}")
         return None
+
+    def knows(self, ccy: str) -> bool:
+        """Whether `ccy` can be valued at all: the account currency, a fixed rate, or a market path.
+
+        >>> fx = FxTable.resolve("USD", ["k:BTC/USD", "k:BTC/USDC"], fixed={})
+        >>> fx.knows("USDC"), fx.knows("EUR")
+        (True, False)
+        """
+        return (ccy == self.currency or any(c == ccy for c, _ in self.fixed)
+                or any(c == ccy for c, _, _ in self.via) or any(c == ccy for c, _, _ in self.tri))
 
     def _market(self, ccy: str, marks: Mapping[str, float], mark_ts: Mapping[str, int] | None,
                 venue: str | None) -> float | None:

@@ -46,3 +46,14 @@ def test_a_currency_priced_by_several_instruments_takes_the_freshest_mark() -> N
     assert fx.rate("BTC", dict(reversed(list(marks.items()))), same) == 30_000.0
     # a candidate without any mark yet is passed over
     assert fx.rate("BTC", {"kraken:BTC/USD": 31_000.0}, {"kraken:BTC/USD": 5}) == 31_000.0
+
+
+def test_a_router_balance_in_a_currency_nothing_prices_is_a_config_error_naming_the_rate_to_set() -> None:
+    from flows.trading import wiring
+    from headrace.config import load_config
+
+    config = load_config(None, ["router.enabled=true", 'account.currency="USD"',
+                                'account.balances={"kraken:EUR" = 5.0, "kraken:USD" = 5.0}'])
+    with pytest.raises(ConfigError) as info:
+        wiring(config, ["kraken:BTC/USD"])
+    assert info.value.key == "account.fx_rates.EUR"
