@@ -47,11 +47,11 @@ MARKET = "market"
 _MR, _MF, _CRF, _CFF, _N = range(5)
 
 
-def _finite(r: float | None) -> bool:
-    if r is None or math.isnan(r):
+def _finite(asset: str, r: float) -> bool:
+    if math.isnan(r):
         return False
     if math.isinf(r):
-        raise InvariantError(f"return is {r!r}")
+        raise InvariantError(f"return of {asset} is {r!r}")
     return True
 
 
@@ -124,7 +124,7 @@ class FactorModel:
 
     def update(self, returns: Returns) -> float | None:
         """Take one bar's log returns (new assets join); return the bar's market factor return."""
-        present = {a: float(r) for a, r in returns.items() if r is not None and _finite(r)}
+        present = {a: float(r) for a, r in returns.items() if r is not None and _finite(a, r)}
         for asset in present:
             if asset not in self._index:
                 self._index[asset] = len(self._assets)
