@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import SHARED_DATA
-from operators.portfolio.optimisers import OSQP_SETTINGS, MeanVariance, RiskBudget, tier_risk_parity
+from operators.portfolio.optimisers import CLARABEL_SETTINGS, OSQP_SETTINGS, MeanVariance, RiskBudget, tier_risk_parity
 from operators.portfolio.risk_model import RiskModel
 
 HOURLY = SHARED_DATA / "universe/huobi-pob/cryptos_2017to2021_hourly.parquet"
@@ -63,7 +63,7 @@ def test_fast_path_equals_cvxpy_solve(solver: str) -> None:
                    previous=prev, costs=np.full(15, 5e-4), risk_aversion=3.0)
     assert sol.status == "optimal" and sol.solver == solver and sol.fallback == "none"
     mv.load_parameters()
-    opts = {k: v for k, v in OSQP_SETTINGS.items() if k != "verbose"} if solver == "OSQP" else {}
+    opts = {k: v for k, v in OSQP_SETTINGS.items() if k != "verbose"} if solver == "OSQP" else CLARABEL_SETTINGS
     mv.problem.solve(solver=solver, **opts)
     assert mv.w.value is not None
     np.testing.assert_allclose(sol.weights, mv.w.value, atol=1e-6)
@@ -89,7 +89,7 @@ def test_restored_warm_state_continues_bit_identically() -> None:
     mus = rng.normal(0, 1e-3, (8, 20))
 
     def make() -> MeanVariance:
-        return MeanVariance(20, 5, 0, gross=1.0, net=(1.0, 1.0), bounds=(0.0, 0.3))
+        return MeanVariance(20, 5, 0, gross=1.0, net=(1.0, 1.0), bounds=(0.0, 0.3), solvers=("OSQP", "CLARABEL"))
 
     first, prev, weights, snap = make(), np.zeros(20), [], None
     for i, mu in enumerate(mus):
@@ -115,7 +115,7 @@ def test_infeasible_keeps_previous_with_status() -> None:
     sol = solve_mv(mv, model, mu, prev)
     assert (sol.fallback, sol.solver, sol.status) == ("previous", "", "infeasible")
     assert sol.weights.tolist() == [0.5, 0.5, 0, 0, 0, 0]
-    assert "OSQP: infeasible" in sol.message and "CLARABEL: infeasible" in sol.message
+    assert sol.message.startswith("CLARABEL: infeasible; OSQP: infeasible")
 
 
 def test_failing_solver_falls_back_to_second() -> None:
@@ -134,6 +134,34 @@ def test_nan_input_keeps_previous() -> None:
     sol = solve_mv(mv, model, mu, prev)
     assert (sol.fallback, sol.status, sol.solver) == ("previous", "nan_input", "")
     assert sol.weights.tolist() == prev.tolist()
+
+
+@pytest.mark.parametrize("budgets", [np.ones(12), np.linspace(0.5, 4.0, 12)])
+def test_risk_budget_newton_equals_clarabel(budgets: np.ndarray) -> None:
+    model, _ = synthetic(12, 12, 11)
+    newton = RiskBudget(12, 12).solve(model=model, budgets=budgets)
+    conic = RiskBudget(12, 12, solvers=("CLARABEL",)).solve(model=model, budgets=budgets)
+    assert (newton.solver, conic.solver, newton.status, conic.status) == ("NEWTON", "CLARABEL", "optimal", "optimal")
+    np.testing.assert_allclose(newton.weights, conic.weights, atol=1e-5)  # Clarabel on exp cones: ~1e-6
+    np.testing.assert_allclose(model.contributions(newton.weights), budgets / budgets.sum(), atol=1e-9)
+
+
+def test_risk_budget_dpp_solve_equals_cvxpy_solve() -> None:
+    model, _ = synthetic(10, 3, 12)
+    rb = RiskBudget(10, 3, solvers=("CLARABEL",))
+    sol = rb.solve(model=model, budgets=np.arange(1.0, 11.0))
+    rb.load_parameters()
+    rb.problem.solve(solver="CLARABEL", **CLARABEL_SETTINGS)
+    assert rb.y.value is not None
+    np.testing.assert_allclose(sol.weights, rb.y.value / rb.y.value.sum(), atol=1e-6)
+
+
+def test_mean_variance_solver_order_and_warm_state_only_from_osqp() -> None:
+    model, mu = synthetic(6, 2, 13)
+    mv = MeanVariance(6, 2, 0, gross=1.0, net=(1.0, 1.0), bounds=(0.0, 1.0))
+    assert solve_mv(mv, model, mu).solver == "CLARABEL" and mv.warm_state() is None
+    mv = MeanVariance(6, 2, 0, gross=1.0, net=(1.0, 1.0), bounds=(0.0, 1.0), solvers=("OSQP",))
+    assert solve_mv(mv, model, mu).solver == "OSQP" and mv.warm_state() is not None
 
 
 def test_risk_budget_with_unusable_budgets_is_equal_weight() -> None:
