@@ -22,6 +22,7 @@ the environment (``HEADRACE_DATA`` = paths separated by ``:``, ``HEADRACE_CONFIG
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from bytewax.operators import KeyedStream
 from bytewax.outputs import Sink
 
 from flows._core_step import core_step
+from headrace.blas import single_threaded_blas
 from headrace.config import Config, parse_duration
 from headrace.errors import ConfigError
 from headrace.events import (
@@ -48,6 +50,7 @@ from operators.bars.bar_builder import BarBuilder
 from operators.execution.sim_venue import SimulatedVenue, VenueCosts
 from operators.features.bar_features import BarFeatures
 from operators.portfolio.cross_section import CrossSectionCore
+from operators.portfolio.engine import EngineSettings, PortfolioEngine, PortfolioEngineSnap
 from operators.portfolio.sizing import VolTargetSizer
 from operators.positions.account import Account, AccountOut, AccountSnap, FillOn
 from operators.positions.fx import FxTable, infer_currency
@@ -120,13 +123,46 @@ def signal_model(config: Config) -> SignalModel:
     return CrossSectionalMomentum()
 
 
+def engine_settings(config: Config) -> EngineSettings | None:
+    """The portfolio engine's settings from ``[portfolio]``, ``[sizing]`` and ``[strategy]``; None when it is off
+    (``vol_target`` without ``record_risk`` or ``correlation_aware``)."""
+    p, siz, strat = config.portfolio, config.sizing, config.strategy
+    if p.method == "vol_target" and not (p.record_risk or p.correlation_aware):
+        return None
+    return EngineSettings(
+        method=p.method, covariance=p.covariance, window_bars=p.window_bars, halflife_bars=p.halflife_bars,
+        shrinkage=p.shrinkage, shrinkage_intensity=p.shrinkage_intensity, min_bars=p.min_bars,
+        risk_model=p.risk_model, n_statistical=p.n_statistical, benchmark=p.benchmark,
+        correlation_aware=p.correlation_aware, alpha_ic=p.alpha_ic, risk_aversion=p.risk_aversion,
+        turnover_penalty=p.turnover_penalty_bps / 1e4, net=(p.net_min, p.net_max), gross=siz.max_gross_leverage,
+        max_weight=siz.max_weight, long_only=strat.long_only, target_volatility=siz.target_volatility,
+        factor_bounds=tuple((f, b[0], b[1]) for f, b in sorted(p.factor_bounds.items())),
+        tiers=tuple((t, tuple(a)) for t, a in sorted(p.tiers.items())),
+        tier_budgets=tuple(sorted(p.tier_budgets.items())), inside_tier=p.inside_tier,
+        regime_budgets=tuple((r, tuple(sorted(b.items()))) for r, b in sorted(p.regime_budgets.items())),
+        regime=(("fast_halflife_bars", p.regime_fast_halflife_bars),
+                ("slow_halflife_bars", p.regime_slow_halflife_bars), ("enter_ratio", p.regime_enter_ratio),
+                ("exit_ratio", p.regime_exit_ratio), ("min_dwell_bars", p.regime_min_dwell_bars),
+                ("warmup_bars", p.regime_warmup_bars)),
+        timeframe_ns=config.timeframe_ns, rebalance_bars=strat.rebalance_bars, account=config.account.id)
+
+
+def trading_costs(config: Config, w: Wiring) -> dict[str, float]:
+    """Per decision key, the cost of trading one unit of weight: taker fee plus half spread (router on: the
+    cheapest venue that carries the asset)."""
+    if w.listings is not None:
+        return {a: min(li.fee_rate + li.half_spread for li in ls) for a, ls in w.listings.items() if ls}
+    return {i: (config.venue(split_instrument(i)[0]).taker_fee_bps
+                + config.venue(split_instrument(i)[0]).half_spread_bps) / 1e4 for i in w.universe}
+
+
 def _rows_of_features(batch: FeatureBatch) -> list[WrittenEvent]:
     return [*batch.bars, *batch.features]
 
 
 def _rows_of_cross_section(cs: CrossSection) -> list[WrittenEvent]:
     arbitrage: list[ArbSignal] = list(cs.arbitrage)
-    return [*cs.signals, *cs.targets, *cs.statuses, *arbitrage]
+    return [*cs.signals, *cs.targets, *cs.statuses, *arbitrage, *cs.portfolio]
 
 
 def build_flow(plan: ReplayPlan | None, config: Config, run_id: str, *, dsn: str | None = None,
@@ -141,6 +177,7 @@ def build_flow(plan: ReplayPlan | None, config: Config, run_id: str, *, dsn: str
     """
     if plan is None and (source is None or universe is None):
         raise ValueError("build_flow: without a replay plan, give the source and its universe")
+    single_threaded_blas()
     w = wiring(config, plan.universe if plan is not None else tuple(universe or ()))
     tf = config.timeframe_ns
     feats_cfg, strat, siz, acct = config.features, config.strategy, config.sizing, config.account
@@ -177,15 +214,26 @@ def build_flow(plan: ReplayPlan | None, config: Config, run_id: str, *, dsn: str
                              min_duration_ns=parse_duration(rc.arbitrage_min_duration),
                              quote_max_age_ns=parse_duration(rc.quote_max_age))
 
+    settings = engine_settings(config)
+    costs = trading_costs(config, w)
+
+    def new_engine(snap: PortfolioEngineSnap | None = None) -> PortfolioEngine | None:
+        if settings is None:
+            return None
+        if snap is None:
+            return PortfolioEngine(settings, costs, clock=time.perf_counter_ns)
+        return PortfolioEngine.restore(settings, snap, costs, clock=time.perf_counter_ns)
+
     def new_cross_section(_: object) -> CrossSectionCore:
         return CrossSectionCore(w.universe, signal, sizer, strat.rebalance_bars, strat.min_instruments,
-                                stale_after_ns=stale_after, assets=w.assets, arbitrage=new_arbitrage())
+                                stale_after_ns=stale_after, assets=w.assets, arbitrage=new_arbitrage(),
+                                engine=new_engine())
 
     cross: Stream[CrossSection] = op.key_rm("cross_section_values", core_step(
         "cross_section", op.key_on("key_portfolio", feature_batches, lambda _: "portfolio"), new_cross_section,
         lambda snap: CrossSectionCore.restore(w.universe, signal, sizer, strat.rebalance_bars,
                                               strat.min_instruments, snap, stale_after_ns=stale_after,
-                                              assets=w.assets, arbitrage=new_arbitrage())))
+                                              assets=w.assets, arbitrage=new_arbitrage(), engine=new_engine)))
 
     def new_account(_: object) -> Account | RoutedAccount:
         if w.listings is not None and w.balances is not None:

@@ -32,6 +32,8 @@ app.add_typer(db_app, name="db")
 runs_app = typer.Typer(help="The runs in the store: list them (the default), delete one.")
 app.add_typer(runs_app, name="runs")
 data_app = typer.Typer(no_args_is_help=True, help="Data files: see what a replay will read.")
+portfolio_app = typer.Typer(no_args_is_help=True, help="The portfolio engine: forecast against outcome.")
+app.add_typer(portfolio_app, name="portfolio")
 app.add_typer(data_app, name="data")
 dashboards_app = typer.Typer(no_args_is_help=True, help="Grafana dashboards: push them to a Grafana server.")
 app.add_typer(dashboards_app, name="dashboards")
@@ -292,6 +294,8 @@ def _print_summary(s: report.Summary) -> None:
         ("final equity", f"{s.final_equity:.8g} {ccy}"), ("total return", f"{s.total_return:+.2%}"),
         ("CAGR", num(s.cagr, "+.2%")), ("first decision", first),
         ("statistics grid", s.stats_interval or "n/a"),
+        ("portfolio", f"{s.portfolio_method or 'n/a'}, {s.rebalances:,} rebalances"
+                      + (f", {s.solver_fallbacks:,} solver fallbacks" if s.solver_fallbacks else "")),
         ("sharpe (annualised)", num(s.sharpe, ".2f")), ("sortino (annualised)", num(s.sortino, ".2f")),
         ("volatility (annualised)", num(s.volatility, ".2%")),
         ("max drawdown", f"{s.max_drawdown:.2%}"), ("turnover", f"{s.turnover:.2f}x"),
@@ -347,6 +351,40 @@ def positions(
                   f"{r['mark']:.8g}", f"{r['unrealized_pnl']:.6g}", f"{r['realized_pnl']:.6g}", f"{r['fees']:.6g}",
                   f"{r['net_pnl']:.6g}", f"{r['value_account']:.6g}", marked)
     out.print(t)
+
+
+@portfolio_app.command("report")
+def portfolio_report(
+    run_id: Annotated[list[str], typer.Option("--run-id", help="the run (repeat to compare runs)")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set each rebalance's ex-ante volatility against the realised volatility of the next period, per run."""
+    rows = _report_rows(lambda store: report.portfolio_report(store, run_id), config, set_, db, as_json)
+    if rows is None:
+        return
+    if not rows:
+        err.print(f"no rebalances recorded for run {', '.join(run_id)} (portfolio.record_risk off?)")
+        raise typer.Exit(1)
+    t = Table(title="forecast against outcome (per-period volatility, fraction of equity)")
+    cols = ("run", "method", "rebalances", "periods", "forecast vol", "realised vol", "realised/forecast",
+            "bias statistic", "|z|>1.96", "fallbacks", "regime changes", "solve p50 ms", "solve p99 ms")
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("run", "method") else "right")
+
+    def num(v: Any, fmt: str) -> str:
+        return "" if v is None else format(v, fmt)
+
+    for r in rows:
+        t.add_row(str(r["run_id"]), str(r["method"]), str(r["rebalances"]), str(r["periods"]),
+                  num(r["forecast_vol"], ".4%"), num(r["realised_vol"], ".4%"), num(r["realised_over_forecast"], ".3f"),
+                  num(r["bias_statistic"], ".3f"), num(r["outside_95"], ".1%"), str(r["fallbacks"]),
+                  str(r["regime_changes"]), num(r["solve_ms_p50"], ".2f"), num(r["solve_ms_p99"], ".2f"))
+    out.print(t)
+    err.print("bias statistic: standard deviation of period return / forecast volatility; 1 means the covariance "
+              "forecast the risk, above 1 it underestimated it (docs/portfolio.md)", highlight=False, soft_wrap=True)
 
 
 @runs_app.callback(invoke_without_command=True)

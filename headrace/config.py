@@ -296,6 +296,26 @@ class Carriers(Rule):
         return core_schema.no_info_before_validator_function(self.check, handler(source))
 
 
+class FactorBounds(Rule):
+    """A table of FACTOR -> [low, high] with low <= high, both finite; checked before the type."""
+
+    def allowed(self) -> str:
+        return "table of FACTOR = [low, high]"
+
+    def check(self, v: Any) -> Any:
+        if isinstance(v, Mapping):
+            for k, x in v.items():
+                ok = (isinstance(x, list) and len(x) == 2
+                      and all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in x))
+                if not ok or x[0] > x[1]:
+                    raise ValueError(f"bounds of factor {k!r} must be [low, high] with low <= high, was {x!r}")
+                v = {**v, k: [float(x[0]), float(x[1])]}
+        return v
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_before_validator_function(self.check, handler(source))
+
+
 # shared bounds
 MAX_ROWS = 10_000_000
 MAX_BARS = 10_000_000
@@ -310,7 +330,7 @@ Share = Annotated[float, Range(0, 1)]
 
 def _key(default: Any, help: str) -> Any:
     if isinstance(default, dict):
-        return Field(default_factory=lambda: dict(default), description=help)
+        return Field(default_factory=lambda: copy.deepcopy(default), description=help)
     return Field(default=default, description=help)
 
 
@@ -477,6 +497,107 @@ class RouterConfig(BaseModel):
         "15m", "a venue's last price older than this is not consolidated (arbitrage) nor routed to")
 
 
+# tiers by size of market (2021); assets no tier lists are in "other"
+DEFAULT_TIERS = {"major": ["BTC", "ETH"],
+                 "large": ["ADA", "BCH", "BNB", "DOGE", "DOT", "EOS", "ETC", "FIL", "LINK", "LTC", "SOL", "TRX",
+                           "UNI", "XLM", "XMR", "XRP"]}
+DEFAULT_REGIME_BUDGETS = {"calm": {"major": 0.4, "large": 0.35, "other": 0.25},
+                          "stressed": {"major": 0.7, "large": 0.2, "other": 0.1}}
+
+
+class PortfolioConfig(BaseModel):
+    model_config = _SECTION
+
+    method: Literal["vol_target", "mean_variance", "tier_risk_parity", "regime_tiers"] = _key(
+        "vol_target", "vol_target: each position on its own (score x target vol / vol); mean_variance: "
+                      "max alpha - risk_aversion x variance - costs under the constraints; tier_risk_parity: a "
+                      "risk budget per tier; regime_tiers: tier budgets switched by the volatility regime")
+    covariance: Literal["rolling", "ewma"] = _key(
+        "rolling", "rolling: exact covariance of the last window_bars returns, shrunk by Ledoit-Wolf; ewma: "
+                   "exponentially weighted (halflife_bars), shrunk with shrinkage_intensity")
+    window_bars: Annotated[int, Range(3, 100_000)] = _key(720, "rolling covariance window, bars")
+    halflife_bars: Annotated[float, Range(0, MAX_BARS, lo_open=True)] = _key(
+        168.0, "halflife of the EWMA covariance and of the factor betas, bars")
+    shrinkage: Literal["ledoit_wolf", "constant_correlation", "none"] = _key(
+        "ledoit_wolf", "shrinkage target of the rolling covariance; its intensity is estimated from the window")
+    shrinkage_intensity: Share = _key(0.1, "ewma covariance: fixed shrinkage towards the scaled identity")
+    min_bars: Annotated[int, Range(2, 100_000)] = _key(
+        48, "returns an asset needs, in common with every other, before the optimiser holds it")
+    risk_model: Literal["sample", "factor"] = _key(
+        "sample", "sample: the shrunk covariance itself; factor: market beta + n_statistical leading components "
+                  "+ specific variance")
+    n_statistical: Annotated[int, Range(0, 20)] = _key(0, "statistical factors (principal components)")
+    benchmark: str = _key("", "market factor: empty = equal-weighted universe, else an asset (e.g. BTC)")
+    record_risk: bool = _key(
+        True, "vol_target: still keep the covariance and record ex-ante risk (costs a covariance update per bar)")
+    correlation_aware: bool = _key(
+        False, "vol_target: scale each position by its stand-alone over its portfolio variance contribution")
+    alpha_ic: Annotated[float, Range(0, 1)] = _key(
+        0.05, "mean_variance: expected per-bar return = alpha_ic x score x volatility")
+    risk_aversion: Annotated[float, Range(0, 1e9, lo_open=True)] = _key(
+        5.0, "mean_variance: weight of the variance against the expected return")
+    turnover_penalty_bps: Bps = _key(0.0, "mean_variance: penalty per unit of weight traded, beyond fees")
+    net_min: Annotated[float, Range(-100, 100)] = _key(0.0, "mean_variance: lower bound of the net exposure")
+    net_max: Annotated[float, Range(-100, 100)] = _key(1.0, "mean_variance: upper bound of the net exposure")
+    factor_bounds: Annotated[dict[str, list[float]], FactorBounds()] = _key(
+        {}, "mean_variance: [low, high] of the portfolio's exposure per factor (market, tier:NAME, pcK)")
+    tiers: dict[str, list[str]] = _key(
+        DEFAULT_TIERS, "tier name -> assets (base currencies); an asset in no tier belongs to the tier 'other'")
+    tier_budgets: dict[str, float] = _key(
+        {}, "tier_risk_parity: risk budget per tier (normalised to sum to 1; empty = equal)")
+    inside_tier: Literal["erc", "inverse_vol"] = _key(
+        "erc", "inside a tier: equal risk contribution, or inverse volatility")
+    regime_budgets: dict[str, dict[str, float]] = _key(
+        DEFAULT_REGIME_BUDGETS, "regime_tiers: per regime (calm, stressed) the tier budgets")
+    regime_fast_halflife_bars: Annotated[float, Range(0, MAX_BARS, lo_open=True)] = _key(
+        24.0, "regime: halflife of the market factor's recent volatility, bars")
+    regime_slow_halflife_bars: Annotated[float, Range(0, MAX_BARS, lo_open=True)] = _key(
+        720.0, "regime: halflife of the volatility history it is compared with, bars")
+    regime_enter_ratio: Annotated[float, Range(1, 100, lo_open=True)] = _key(
+        1.5, "regime: recent over historic volatility at or above which the regime is stressed")
+    regime_exit_ratio: Annotated[float, Range(0, 100, lo_open=True)] = _key(
+        1.0, "regime: ratio at or below which it is calm again (below enter_ratio: hysteresis)")
+    regime_min_dwell_bars: Annotated[int, Range(0, MAX_BARS)] = _key(72, "regime: bars between two changes")
+    regime_warmup_bars: Annotated[int, Range(0, MAX_BARS)] = _key(720, "regime: bars before the first change")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PortfolioConfig:
+        def fail(key: str, reason: str) -> ConfigError:
+            return ConfigError(f"portfolio.{key}", f"{reason}; see {DOCS}")
+        if self.net_min > self.net_max:
+            raise fail("net_min", f"is above portfolio.net_max ({self.net_max}), was {self.net_min}")
+        if self.regime_exit_ratio >= self.regime_enter_ratio:
+            raise fail("regime_exit_ratio", f"must be below portfolio.regime_enter_ratio ({self.regime_enter_ratio})"
+                                            f", was {self.regime_exit_ratio}")
+        if self.regime_slow_halflife_bars <= self.regime_fast_halflife_bars:
+            raise fail("regime_slow_halflife_bars", f"must be above portfolio.regime_fast_halflife_bars "
+                                                    f"({self.regime_fast_halflife_bars}), was "
+                                                    f"{self.regime_slow_halflife_bars}")
+        owner: dict[str, str] = {}
+        for tier, assets in sorted(self.tiers.items()):
+            if not assets:
+                raise fail(f"tiers.{tier}", "a tier needs at least one asset")
+            if tier == "other":
+                raise fail("tiers", "'other' is the tier of the assets no tier lists; give yours another name")
+            for a in assets:
+                if a in owner:
+                    raise fail("tiers", f"{a} is in both {owner[a]!r} and {tier!r}")
+                owner[a] = tier
+        known = set(self.tiers) | {"other"}
+        for where, budgets in [("tier_budgets", self.tier_budgets),
+                               *((f"regime_budgets.{r}", b) for r, b in sorted(self.regime_budgets.items()))]:
+            unknown = sorted(set(budgets) - known)
+            if unknown:
+                raise fail(where, f"names tiers {unknown} that portfolio.tiers does not define")
+            if any(not (math.isfinite(v) and v >= 0) for v in budgets.values()) or (
+                    budgets and sum(budgets.values()) <= 0):
+                raise fail(where, f"budgets must be finite, >= 0, with a positive sum; were {budgets}")
+        bad = sorted(set(self.regime_budgets) - {"calm", "stressed"})
+        if bad:
+            raise fail("regime_budgets", f"regimes are calm and stressed, not {bad}")
+        return self
+
+
 class LiveConfig(BaseModel):
     model_config = _SECTION
 
@@ -525,6 +646,7 @@ class Config(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
+    portfolio: PortfolioConfig = Field(default_factory=PortfolioConfig)
 
     _deprecations: tuple[str, ...] = PrivateAttr(default=())
 

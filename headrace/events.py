@@ -327,6 +327,7 @@ class CrossSection:
     targets: tuple[Target, ...] = ()  # empty when this bar time is not a rebalance
     statuses: tuple[InstrumentStatus, ...] = ()  # instruments that went stale or came back at this time
     arbitrage: tuple[ArbSignal, ...] = ()  # cross-venue spreads confirmed or ended at this time (router on)
+    portfolio: tuple[PortfolioRecord, ...] = ()  # the portfolio engine's records of this rebalance
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -550,5 +551,94 @@ class ReconciliationRecord:
         return stable_id("reconciliation", self.account, self.venue, self.ts_event, self.kind, self.key)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rebalance:
+    """One portfolio decision: the method, how the solve went, and the ex-ante risk of the targets.
+
+    `ex_ante_vol` is the per-bar volatility of the target weights under the risk model (a fraction of equity);
+    `horizon_bars` the bars until the next rebalance, so the forecast for that period is
+    ``ex_ante_vol * sqrt(horizon_bars)``. `solve_ms` is measured wall time (covariance to weights): the one
+    column that differs between two runs of the same replay.
+    """
+
+    ts_event: int
+    method: str
+    regime: str  # "" unless the method has regimes
+    assets: int  # assets the optimiser held (with enough history)
+    solver: str  # the solver that produced the weights ("" for closed-form methods or a fallback)
+    status: str  # optimal | optimal_inaccurate | closed_form | infeasible | solver_error | ... | no_risk_model
+    fallback: str  # none | second_solver | previous
+    message: str
+    solve_ms: float
+    ex_ante_vol: float
+    ex_ante_vol_annual: float
+    horizon_bars: int
+    gross: float
+    net: float
+    turnover: float
+    condition_number: float
+    shrinkage: float
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("rebalance", self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiskShare:
+    """At a rebalance, one asset's or tier's weight and share of the portfolio's ex-ante variance.
+
+    Shares sum to 1 over the assets (and over the tiers); `budget` is the tier's risk budget, NaN where none.
+    """
+
+    ts_event: int
+    kind: Literal["asset", "tier"]
+    name: str
+    tier: str
+    weight: float
+    share: float
+    budget: float
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("risk_share", self.kind, self.name, self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Exposure:
+    """At a rebalance, the target portfolio's exposure to one factor (``Σ wᵢ βᵢ``) and the bounds it had."""
+
+    ts_event: int
+    factor: str
+    exposure: float
+    lower: float  # -inf / inf where unbounded
+    upper: float
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("exposure", self.factor, self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegimeSwitch:
+    """The volatility regime changed at `ts_event`; `reason` names the values and the threshold crossed."""
+
+    ts_event: int
+    previous: str
+    regime: str
+    reason: str
+    fast_vol: float
+    slow_vol: float
+    ratio: float
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("regime", self.ts_event, self.regime)
+
+
+PortfolioRecord = Rebalance | RiskShare | Exposure | RegimeSwitch | Alert
+
+
 WrittenEvent = (Bar | Features | Signal | Target | Order | Fill | Position | Equity | Quarantined | InstrumentStatus
-                | OrderStatus | RoutingDecision | ArbSignal | Balance | Alert | ReconciliationRecord)
+                | OrderStatus | RoutingDecision | ArbSignal | Balance | Alert | ReconciliationRecord | Rebalance
+                | RiskShare | Exposure | RegimeSwitch)

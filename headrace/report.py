@@ -10,6 +10,7 @@ import json
 import math
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -66,6 +67,9 @@ class Summary:
     orders_denied: int = 0  # parent orders no venue could carry (no market metadata)
     venues: tuple[str, ...] = ()  # venues that received fills
     arbitrage_signals: int = 0  # cross-venue arbitrage signals opened (router on)
+    portfolio_method: str = ""  # portfolio.method of the run
+    rebalances: int = 0  # bar times at which targets were decided
+    solver_fallbacks: int = 0  # rebalances whose solve failed and fell back (rebalances.fallback != 'none')
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -326,6 +330,7 @@ def summarize(db: Queryable, run_id: str, *, events_in: int, initial_equity: flo
     if _table_exists(db, "arbitrage"):
         arbitrage = int(db.query("SELECT count() AS n FROM arbitrage FINAL WHERE run_id = {run:String} AND "
                                  "status = 'open'", {"run": run_id})[0]["n"])
+    rebalances, fallbacks = _rebalances(db, run_id)
     from sinks.clickhouse import redact  # sinks import bytewax: keep it out of headrace's import time
 
     return Summary(
@@ -361,7 +366,21 @@ def summarize(db: Queryable, run_id: str, *, events_in: int, initial_equity: flo
         orders_denied=statuses.get("denied", 0),
         venues=venues,
         arbitrage_signals=arbitrage,
+        portfolio_method=config.portfolio.method if config is not None else "",
+        rebalances=rebalances,
+        solver_fallbacks=fallbacks,
     )
+
+
+def _rebalances(db: Queryable, run_id: str) -> tuple[int, int]:
+    """Rebalances (the portfolio engine's rows, else the distinct target times) and those that fell back."""
+    if _table_exists(db, "rebalances"):
+        row = db.query("SELECT count() AS n, countIf(fallback != 'none') AS f FROM rebalances FINAL "
+                       "WHERE run_id = {run:String}", {"run": run_id})[0]
+        if int(row["n"]):
+            return int(row["n"]), int(row["f"])
+    row = db.query("SELECT uniqExact(ts_event) AS n FROM targets FINAL WHERE run_id = {run:String}", {"run": run_id})[0]
+    return int(row["n"]), 0
 
 
 POSITIONS_SQL = """
@@ -495,4 +514,60 @@ def runs(db: Queryable, limit: int = 50) -> list[dict[str, Any]]:
         if summary.get("error"):
             row["error"] = summary["error"]
         out.append(row)
+    return out
+
+
+PORTFOLIO_SQL = """
+SELECT
+    r.run_id                                   AS run_id,
+    r.method                                   AS method,
+    r.rebalances                               AS rebalances,
+    r.fallbacks                                AS fallbacks,
+    r.mean_ex_ante_vol_annual                  AS mean_ex_ante_vol_annual,
+    r.solve_ms_p50                             AS solve_ms_p50,
+    r.solve_ms_p99                             AS solve_ms_p99,
+    r.mean_condition_number                    AS mean_condition_number,
+    f.periods                                  AS periods,
+    f.forecast_vol                             AS forecast_vol,
+    f.realised_vol                             AS realised_vol,
+    f.realised_vol / nullIf(f.forecast_vol, 0) AS realised_over_forecast,
+    f.bias                                     AS bias_statistic,
+    f.outside_95                               AS outside_95
+FROM (
+    SELECT run_id, any(method) AS method, count() AS rebalances, countIf(fallback != 'none') AS fallbacks,
+           avg(ex_ante_vol_annual) AS mean_ex_ante_vol_annual, quantileExact(0.5)(solve_ms) AS solve_ms_p50,
+           quantileExact(0.99)(solve_ms) AS solve_ms_p99,
+           avgIf(condition_number, isFinite(condition_number)) AS mean_condition_number
+    FROM rebalances FINAL
+    WHERE run_id IN {runs:Array(String)}
+    GROUP BY run_id
+) AS r
+LEFT JOIN (
+    SELECT run_id, count() AS periods, avg(forecast_vol) AS forecast_vol, avg(realised_vol) AS realised_vol,
+           stddevSamp(z) AS bias, countIf(abs(z) > 1.96) / count() AS outside_95
+    FROM portfolio_forecast
+    WHERE run_id IN {runs:Array(String)} AND z IS NOT NULL AND bars >= horizon_bars
+    GROUP BY run_id
+) AS f ON f.run_id = r.run_id
+ORDER BY r.run_id
+"""
+
+
+def portfolio_report(db: Queryable, run_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Per run: its method, rebalances, solve times, and the forecast against the outcome (docs/portfolio.md).
+
+    `bias_statistic` is the standard deviation of z = period return / forecast volatility over the complete
+    periods (those that ran their `horizon_bars`): near 1 the covariance can be trusted, above 1 it underestimated
+    the risk, below 1 it overestimated it. `outside_95` is the share of periods with |z| > 1.96 (5 % expected).
+    """
+    rows = db.query(PORTFOLIO_SQL, {"runs": list(run_ids)})
+    regimes = {str(r["run_id"]): int(r["n"]) for r in db.query(
+        "SELECT run_id, count() AS n FROM regime_changes FINAL WHERE run_id IN {runs:Array(String)} GROUP BY run_id",
+        {"runs": list(run_ids)})}
+    out = []
+    for r in rows:
+        d = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
+        d["periods"] = int(d["periods"] or 0)
+        d["regime_changes"] = regimes.get(str(r["run_id"]), 0)
+        out.append(d)
     return out

@@ -17,6 +17,10 @@ settings.register_profile("ci", derandomize=True, deadline=None, max_examples=60
 settings.register_profile("deep", deadline=None, max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+from headrace.blas import single_threaded_blas  # noqa: E402
+
+single_threaded_blas()  # as every flow does; xdist's two workers then do not fight BLAS threads for two cores
+
 
 # ---------------------------------------------------------------------------------------------------
 # One real replay into an embedded ClickHouse (chDB), shared by the ClickHouse and dashboard tests.

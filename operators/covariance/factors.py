@@ -93,11 +93,11 @@ class FactorModel:
     def __init__(self, halflife_bars: float, *, benchmark: str | None = None,
                  tiers: Mapping[str, Sequence[str]] | None = None, n_statistical: int = 0) -> None:
         if not halflife_bars > 0:
-            raise ConfigError("portfolio.factors.halflife_bars", f"must be > 0, was {halflife_bars!r}")
+            raise ConfigError("portfolio.halflife_bars", f"must be > 0, was {halflife_bars!r}")
         if n_statistical < 0:
-            raise ConfigError("portfolio.factors.n_statistical", f"must be >= 0, was {n_statistical!r}")
+            raise ConfigError("portfolio.n_statistical", f"must be >= 0, was {n_statistical!r}")
         if benchmark is not None and not benchmark:
-            raise ConfigError("portfolio.factors.benchmark", "must be an asset name or empty for the universe")
+            raise ConfigError("portfolio.benchmark", "must be an asset name or empty for the universe")
         tiers = dict(tiers or {})
         for name, members in tiers.items():
             if not members:

@@ -315,6 +315,10 @@ class RollingCovariance:
         rows = [[bar[a] for a in names] for bar in self._window if all(a in bar for a in names)]
         return names, np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
 
+    def bars(self) -> tuple[dict[str, float], ...]:
+        """The window's bars, oldest first: each the returns present that bar."""
+        return tuple(dict(bar) for bar in self._window)
+
     def flush(self) -> list[CovarianceEstimate]:
         return []
 

@@ -20,14 +20,26 @@ travel in the `CrossSection`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from headrace.errors import ConfigError, InvariantError
-from headrace.events import Bar, CrossSection, FeatureBatch, Features, InstrumentStatus, Signal, Target
+from headrace.events import (
+    Bar,
+    CrossSection,
+    FeatureBatch,
+    Features,
+    InstrumentStatus,
+    PortfolioRecord,
+    Rebalance,
+    Signal,
+    Target,
+    TargetStatus,
+)
 from operators.base import check_version
+from operators.portfolio.engine import PortfolioEngine, PortfolioEngineSnap
 from operators.portfolio.sizing import VolTargetSizer, annualise
 from operators.router.arbitrage import ArbitrageCore, ArbitrageSnap
 from operators.signals.momentum import SignalModel
@@ -47,6 +59,7 @@ class CrossSectionSnap:
     last_bar: tuple[tuple[str, int], ...]  # close time of each instrument's last bar
     stale: tuple[str, ...]
     arbitrage: ArbitrageSnap | None = None
+    portfolio: PortfolioEngineSnap | None = None
 
 
 class CrossSectionCore:
@@ -69,11 +82,15 @@ class CrossSectionCore:
         Router on: asset -> its instruments in order of preference; targets are then per asset.
     arbitrage
         Router on: the cross-venue arbitrage core fed with every processed time's bars.
+    engine
+        The portfolio engine (``[portfolio]``): sees every processed time's closes, and at a rebalance turns
+        the scores and vol-target weights into the method's targets, with its records.
     """
 
     def __init__(self, universe: Sequence[str], signal: SignalModel, sizer: VolTargetSizer,
                  rebalance_bars: int, min_instruments: int, *, stale_after_ns: int = NEVER_STALE,
-                 assets: Mapping[str, Sequence[str]] | None = None, arbitrage: ArbitrageCore | None = None) -> None:
+                 assets: Mapping[str, Sequence[str]] | None = None, arbitrage: ArbitrageCore | None = None,
+                 engine: PortfolioEngine | None = None) -> None:
         if not universe:
             raise ConfigError("replay", "no instruments to trade: the universe is empty")
         if stale_after_ns <= 0:
@@ -86,6 +103,7 @@ class CrossSectionCore:
         self.stale_after_ns = stale_after_ns
         self.assets = None if assets is None else {a: tuple(ks) for a, ks in sorted(assets.items())}
         self.arbitrage = arbitrage
+        self.engine = engine
         self._watermarks = {k: _MIN for k in self.universe}
         self._pending: dict[int, dict[str, tuple[Bar, Features]]] = {}
         self._latest: dict[str, tuple[Features, int]] = {}
@@ -124,12 +142,27 @@ class CrossSectionCore:
             self._last_bar[k] = bar.ts_event
         statuses = self._statuses(ts, slot)
         arbitrage = tuple(self.arbitrage.update(ts, bars)) if self.arbitrage is not None else ()
+        records: list[PortfolioRecord] = []
+        if self.engine is not None:
+            records += self.engine.observe(ts, self._closes(slot))
         self._count += 1
         if self._count % self.rebalance_bars != 0:
-            return CrossSection(ts_event=ts, bars=bars, statuses=statuses, arbitrage=arbitrage)
-        signals, targets = self._decide(ts)
+            return CrossSection(ts_event=ts, bars=bars, statuses=statuses, arbitrage=arbitrage,
+                                portfolio=tuple(records))
+        signals, targets, decided = self._decide(ts)
         return CrossSection(ts_event=ts, bars=bars, signals=signals, targets=targets, statuses=statuses,
-                            arbitrage=arbitrage)
+                            arbitrage=arbitrage, portfolio=(*records, *decided))
+
+    def _closes(self, slot: dict[str, tuple[Bar, Features]]) -> dict[str, tuple[float, str]]:
+        """Per decision key with a bar now, its close and the instrument it came from."""
+        if self.assets is None:
+            return {k: (bar.close, k) for k, (bar, _) in slot.items()}
+        out = {}
+        for asset, instruments in self.assets.items():
+            k = next((k for k in instruments if k in slot and k not in self._stale), None)
+            if k is not None:
+                out[asset] = (slot[k][0].close, k)
+        return out
 
     def _statuses(self, ts: int, slot: dict[str, tuple[Bar, Features]]) -> tuple[InstrumentStatus, ...]:
         # scan only when some instrument may have gone stale (its last bar + stale_after passed) or a stale
@@ -153,7 +186,7 @@ class CrossSectionCore:
         self._next_check = next_check
         return tuple(out)
 
-    def _decide(self, ts: int) -> tuple[tuple[Signal, ...], tuple[Target, ...]]:
+    def _decide(self, ts: int) -> tuple[tuple[Signal, ...], tuple[Target, ...], list[PortfolioRecord]]:
         momentum: dict[str, float] = {}
         vol_annual: dict[str, float | None] = {}
         vol_bar: dict[str, float | None] = {}
@@ -177,18 +210,24 @@ class CrossSectionCore:
                 vol_bar[key] = feat.volatility
                 vol_annual[key] = annualise(feat.volatility, tf)
         if len(momentum) < self.min_instruments:
-            return (), ()
+            return (), (), []
         scores = self.signal.scores(momentum, {k: v for k, v in vol_bar.items() if v is not None})
         weights = self.sizer.weights(scores, vol_annual)
+        records: list[PortfolioRecord] = []
+        status: TargetStatus = "ok"
+        if self.engine is not None:
+            weights, records = self.engine.decide(ts, live, scores, vol_bar, weights)
+            if any(isinstance(r, Rebalance) and r.fallback == "previous" for r in records):
+                status = "fallback_previous"
         signals = tuple(Signal(instrument=k, ts_event=ts, strategy=self.signal.name, score=scores[k])
                         for k in sorted(scores))
-        targets = tuple(Target(instrument=k, ts_event=ts, weight=weights.get(k, 0.0), status="ok",
+        targets = tuple(Target(instrument=k, ts_event=ts, weight=weights.get(k, 0.0), status=status,
                                volatility=vol_bar.get(k)) for k in live)
-        return signals, targets
+        return signals, targets, records
 
     def snapshot(self) -> CrossSectionSnap:
         return CrossSectionSnap(
-            version=3,
+            version=4,
             watermarks=tuple(sorted(self._watermarks.items())),
             pending=tuple((t, tuple(self._pending[t][k] for k in sorted(self._pending[t])))
                           for t in sorted(self._pending)),
@@ -198,16 +237,21 @@ class CrossSectionCore:
             last_bar=tuple(sorted(self._last_bar.items())),
             stale=tuple(sorted(self._stale)),
             arbitrage=self.arbitrage.snapshot() if self.arbitrage is not None else None,
+            portfolio=self.engine.snapshot() if self.engine is not None else None,
         )
 
     @classmethod
     def restore(cls, universe: Sequence[str], signal: SignalModel, sizer: VolTargetSizer, rebalance_bars: int,
                 min_instruments: int, snap: CrossSectionSnap, *, stale_after_ns: int = NEVER_STALE,
                 assets: Mapping[str, Sequence[str]] | None = None,
-                arbitrage: ArbitrageCore | None = None) -> CrossSectionCore:
-        check_version(snap, expected=3)
+                arbitrage: ArbitrageCore | None = None,
+                engine: Callable[[PortfolioEngineSnap | None], PortfolioEngine | None] | None = None,
+                ) -> CrossSectionCore:
+        """Restore from `snap`; `engine` builds the portfolio engine from its snapshot (None: a fresh one)."""
+        check_version(snap, expected=4)
         core = cls(universe, signal, sizer, rebalance_bars, min_instruments, stale_after_ns=stale_after_ns,
-                   assets=assets, arbitrage=arbitrage)
+                   assets=assets, arbitrage=arbitrage,
+                   engine=engine(snap.portfolio) if engine is not None else None)
         if arbitrage is not None and snap.arbitrage is not None:
             arbitrage.restore_state(snap.arbitrage)
         core._watermarks.update(dict(snap.watermarks))

@@ -54,7 +54,7 @@ class RegimeSnap:
 
 
 def _key(name: str) -> str:
-    return f"portfolio.regime.{name}"
+    return f"portfolio.regime_{name}"
 
 
 class RegimeDetector:

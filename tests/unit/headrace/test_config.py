@@ -8,6 +8,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -19,7 +20,6 @@ from headrace.config import (
     VenueConfig,
     apply_override,
     build_config,
-    describe,
     describe_keys,
     format_duration,
     load_config,
@@ -41,11 +41,13 @@ def test_the_shipped_defaults_equal_the_dataclass_defaults() -> None:
 
 
 def test_every_documented_key_can_be_overridden_with_its_own_default() -> None:
-    for key, default, _ in describe():
-        if "<name>" in key:
-            key = key.replace("<name>", "binance")
-        value = {"True": "true", "False": "false", "{}": "{}"}.get(default, default)
-        load_config(None, [f"{key}={value}"])  # raises if a documented key were not accepted
+    for doc in describe_keys():
+        key = doc.key.replace("<name>", "binance")
+        got = load_config(None, [f"{key}={doc.default}"])  # raises if a documented key were not accepted
+        node: Any = got
+        for part in key.split("."):
+            node = node[part] if isinstance(node, dict) else getattr(node, part)
+        assert node == doc.value, key
 
 
 @pytest.mark.parametrize("override, key, reason", [
@@ -167,10 +169,39 @@ def test_numbers_outside_their_bounds_name_the_key(key: str, kind: str, rule: Ra
             load_config(None, [f"{key}={text}"])
         assert info.value.key == key and f"must be in {rule.allowed()}" in info.value.reason, value
     edge = rule.hi if not rule.hi_open else rule.lo if not rule.lo_open else None
-    if edge is not None:  # a bound itself is fine (latency_bars on a 1s clock, to stay within a day of latency)
+    partners = CROSS_KEY_EDGES.get(key, [])
+    if edge is not None and partners is not None:  # a bound itself is fine (latency_bars on a 1s clock, ...)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            load_config(None, ["replay.timeframe=1s", f"{key}={int(edge) if kind == 'integer' else float(edge)}"])
+            load_config(None, ["replay.timeframe=1s", *partners,
+                               f"{key}={int(edge) if kind == 'integer' else float(edge)}"])
+
+
+# keys whose bound is only reachable with another key moved too (None: a rule between the two forbids it)
+CROSS_KEY_EDGES: dict[str, list[str] | None] = {
+    "portfolio.net_min": ["portfolio.net_max=100.0"],
+    "portfolio.regime_exit_ratio": None,  # must stay below regime_enter_ratio, itself at most 100
+    "portfolio.regime_fast_halflife_bars": None,  # must stay below regime_slow_halflife_bars
+}
+
+
+@pytest.mark.parametrize("override, key, reason", [
+    ("portfolio.net_min=0.5", "portfolio.net_min", "is above portfolio.net_max (0.0)"),
+    ("portfolio.regime_exit_ratio=2.0", "portfolio.regime_exit_ratio", "must be below portfolio.regime_enter_ratio"),
+    ("portfolio.regime_fast_halflife_bars=800.0", "portfolio.regime_slow_halflife_bars", "must be above"),
+    ('portfolio.tiers={a = ["BTC"], b = ["BTC", "ETH"]}', "portfolio.tiers", "BTC is in both 'a' and 'b'"),
+    ('portfolio.tiers={other = ["BTC"]}', "portfolio.tiers", "'other' is the tier of the assets no tier lists"),
+    ("portfolio.tier_budgets={gold = 1.0}", "portfolio.tier_budgets", "names tiers ['gold']"),
+    ("portfolio.tier_budgets={major = -1.0}", "portfolio.tier_budgets", "budgets must be finite, >= 0"),
+    ("portfolio.regime_budgets={panic = {major = 1.0}}", "portfolio.regime_budgets", "regimes are calm and stressed"),
+    ("portfolio.factor_bounds={market = [1.0, 0.0]}", "portfolio.factor_bounds", "low <= high"),
+    ("portfolio.method=min_variance", "portfolio.method", "must be 'vol_target'"),
+])
+def test_portfolio_settings_that_contradict_each_other_name_the_key(override: str, key: str, reason: str) -> None:
+    extra = ["portfolio.net_max=0.0"] if key == "portfolio.net_min" else []
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [*extra, override])
+    assert info.value.key == key and reason in info.value.reason, info.value
 
 
 @pytest.mark.parametrize("override, key, reason", [

@@ -65,7 +65,7 @@ def test_no_change_within_dwell_or_warmup_and_missing_returns_change_nothing() -
     ("warmup_bars", {"warmup_bars": -1}),
 ])
 def test_bad_settings_are_refused_naming_the_key(key: str, kwargs: dict[str, float]) -> None:
-    with pytest.raises(ConfigError, match=f"portfolio.regime.{key}"):
+    with pytest.raises(ConfigError, match=f"portfolio.regime_{key}"):
         RegimeDetector(**kwargs)  # type: ignore[arg-type]
 
 
