@@ -19,9 +19,17 @@ not timed) and ``SCRATCH_REBALANCES`` times "from scratch": the same problem wri
 ``cvxpy.Problem`` and ``.solve()``d (OSQP for mean-variance, Clarabel for risk budgeting) every rebalance.
 Timings are ``time.perf_counter()`` per rebalance; the figures are p50 and p99 in milliseconds, with the fast
 path's covariance, solve and contributions parts on stderr. stdout carries only ``name: value`` lines.
+
+BLAS runs on one thread (``OPENBLAS_NUM_THREADS=1`` unless set): the matrices are at most 100 x 100, and on a
+loaded 2-core machine BLAS threads waiting for each other made one 100-asset eigendecomposition take 100+ ms.
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: see the module docstring
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import time
@@ -150,6 +158,7 @@ def main() -> None:
     ap.add_argument("--rebalances", type=int, default=REBALANCES)
     ap.add_argument("--scratch-rebalances", type=int, default=SCRATCH_REBALANCES)
     args = ap.parse_args()
+    log(f"load average at start: {os.getloadavg()[0]:.2f}")
     rows = []
     for n in args.sizes:
         names, rets = returns(n, WARMUP + args.rebalances + 1)
@@ -161,6 +170,7 @@ def main() -> None:
                 f"solve {p[0, 1]:.2f}/{p[1, 1]:.2f}, contributions {p[0, 2]:.3f}/{p[1, 2]:.3f}")
             rows.append((method, n, np.percentile(fast, 50), np.percentile(fast, 99), len(fast),
                          np.percentile(scratch, 50), np.percentile(scratch, 99), len(scratch)))
+    log(f"load average at end: {os.getloadavg()[0]:.2f}")
     log(f"{'method':<18}{'assets':>7}{'fast p50':>10}{'fast p99':>10}{'n':>6}{'scratch p50':>13}"
         f"{'scratch p99':>13}{'n':>5}   (ms per rebalance)")
     for method, n, f50, f99, fn, s50, s99, sn in rows:
