@@ -118,7 +118,8 @@ def test_a_refused_dashboard_is_named_and_the_token_never_appears_in_errors_or_l
     with pytest.raises(DashboardError) as info:
         push(DASHBOARD_DIR, mock_grafana.url.replace("http://", "http://admin:hunter2@"), TOKEN)
     message = str(info.value)
-    assert "headrace-run" in message and "412" in message and "mock refusal" in message
+    first = load_dashboards(DASHBOARD_DIR)[0]["uid"]  # pushed in file name order
+    assert repr(first) in message and "412" in message and "mock refusal" in message
     assert len(mock_grafana.requests) == 1  # stops at the first refusal
     assert mock_grafana.requests[0].headers["Authorization"] == f"Bearer {TOKEN}"  # token wins over URL user
     for text in (message, caplog.text):
