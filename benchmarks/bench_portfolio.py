@@ -18,7 +18,8 @@ Each runs ``REBALANCES`` times on the fast path (problems built once, compiled o
 not timed) and ``SCRATCH_REBALANCES`` times "from scratch": the same problem written with constants as a new
 ``cvxpy.Problem`` and ``.solve()``d (OSQP for mean-variance, Clarabel for risk budgeting) every rebalance.
 Timings are ``time.perf_counter()`` per rebalance; the figures are p50 and p99 in milliseconds, with the fast
-path's covariance, solve and contributions parts on stderr. stdout carries only ``name: value`` lines.
+path's covariance, solve and contributions parts and which solver produced the weights on stderr. stdout carries
+only ``name: value`` lines.
 
 BLAS runs on one thread (``OPENBLAS_NUM_THREADS=1`` unless set): the matrices are at most 100 x 100, and on a
 loaded 2-core machine BLAS threads waiting for each other made one 100-asset eigendecomposition take 100+ ms.
@@ -33,6 +34,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,11 +87,13 @@ class MvCase:
         self.costs = np.full(n, 0.001)
         self.prev = np.zeros(n)
         self.opt = MeanVariance(n, n, 2, gross=1.5, net=(0.0, 1.0), bounds=self.bounds)
+        self.solved_by: Counter[str] = Counter()
 
     def fast(self, model: RiskModel, mu: np.ndarray) -> np.ndarray:
         sol = self.opt.solve(mu=mu, model=model, exposures=self.b, factor_bounds=(self.flo, self.fhi),
                              previous=self.prev, costs=self.costs, risk_aversion=5.0)
         self.prev = sol.weights
+        self.solved_by[f"{sol.solver or 'none'}/{sol.status}"] += 1
         return sol.weights
 
     def scratch(self, model: RiskModel, mu: np.ndarray) -> np.ndarray:
@@ -110,10 +114,13 @@ class TierCase:
         self.tiers = {f"tier{j}": assets[j * n // 4:(j + 1) * n // 4] for j in range(4)}
         self.budgets = dict.fromkeys(self.tiers, 1.0)
         self.solver = RiskBudget(n, n)
+        self.solved_by: Counter[str] = Counter()
         self.b = np.full(n, 1.0 / n)
 
     def fast(self, model: RiskModel, mu: np.ndarray) -> np.ndarray:
-        return tier_risk_parity(model, self.tiers, self.budgets, solver=self.solver)[0].weights
+        sol = tier_risk_parity(model, self.tiers, self.budgets, solver=self.solver)[0]
+        self.solved_by[f"{sol.solver or 'none'}/{sol.status}"] += 1
+        return sol.weights
 
     def scratch(self, model: RiskModel, mu: np.ndarray) -> np.ndarray:
         y = cp.Variable(model.n)
@@ -163,7 +170,9 @@ def main() -> None:
     for n in args.sizes:
         names, rets = returns(n, WARMUP + args.rebalances + 1)
         for method in ("mean_variance", "tier_risk_parity"):
-            fast, parts = run(names, rets, make(method, names).fast, args.rebalances)
+            case = make(method, names)
+            fast, parts = run(names, rets, case.fast, args.rebalances)
+            log(f"{method} n={n} solved by: {dict(case.solved_by)}")
             scratch, _ = run(names, rets, make(method, names).scratch, args.scratch_rebalances)
             p = np.percentile(parts, [50, 99], axis=0)
             log(f"{method} n={n} fast parts p50/p99 ms: covariance+model {p[0, 0]:.2f}/{p[1, 0]:.2f}, "

@@ -11,9 +11,12 @@ Clarabel or OSQP itself; the weights are the variable's columns of the solution.
 zero and non-negative (the risk budget's exponential cones) goes through cvxpy's solver interface instead
 (``apply`` / ``solve_via_data`` / ``invert``), still without re-canonicalising.
 
-Mean-variance tries Clarabel first: an interior-point method whose iteration count hardly moves (7 to 15 here),
-accurate to 1e-9, where OSQP's ADMM needs from 100 to over 2,000 iterations on hourly crypto covariances (its
-polishing step fails on these degenerate problems), which makes its p99 latency several times Clarabel's.
+Mean-variance tries OSQP first, warm-started from its previous solution: on the shrunk EWMA covariance of the
+hourly universe it takes 3.6 ms (p50) for 50 assets where Clarabel takes 7 ms and, for 100 assets, 11 ms against
+48 ms (Clarabel's interior-point steps factorise the dense loading block anew each iteration). OSQP's answers
+are accurate to about 1e-5 in the weights (eps 1e-6; its polishing step rarely succeeds on these degenerate
+problems), Clarabel's to 1e-9; on a badly conditioned sample covariance OSQP can need thousands of iterations,
+so a caller who prefers a steady latency can pass ``solvers=("CLARABEL", "OSQP")``.
 
 Determinism. A solve is a function of its inputs and of `MeanVariance.warm_state()` only. Clarabel (and SCS, and
 the risk budget's Newton method) start cold every time. OSQP is set up afresh at each solve (its scaling and step
@@ -290,11 +293,11 @@ class MeanVariance(_Parametrised):
     >>> s = mv.solve(mu=np.zeros(2), model=m, exposures=np.zeros((2, 0)), factor_bounds=(np.zeros(0), np.zeros(0)),
     ...              previous=np.zeros(2), costs=np.zeros(2), risk_aversion=1.0)
     >>> s.status, s.solver, s.weights.round(4).tolist()
-    ('optimal', 'CLARABEL', [0.2, 0.8])
+    ('optimal', 'OSQP', [0.2, 0.8])
     """
 
     def __init__(self, n_assets: int, n_loadings: int, n_factors: int, *, gross: float, net: tuple[float, float],
-                 bounds: tuple[float, float], solvers: Sequence[str] = ("CLARABEL", "OSQP")) -> None:
+                 bounds: tuple[float, float], solvers: Sequence[str] = ("OSQP", "CLARABEL")) -> None:
         if n_assets < 1 or n_loadings < 0 or n_factors < 0:
             raise InvariantError(f"mean-variance sizes must be positive, were {n_assets}, {n_loadings}, {n_factors}")
         super().__init__()

@@ -115,7 +115,7 @@ def test_infeasible_keeps_previous_with_status() -> None:
     sol = solve_mv(mv, model, mu, prev)
     assert (sol.fallback, sol.solver, sol.status) == ("previous", "", "infeasible")
     assert sol.weights.tolist() == [0.5, 0.5, 0, 0, 0, 0]
-    assert sol.message.startswith("CLARABEL: infeasible; OSQP: infeasible")
+    assert sol.message.startswith("OSQP: infeasible; CLARABEL: infeasible")
 
 
 def test_failing_solver_falls_back_to_second() -> None:
@@ -159,9 +159,9 @@ def test_risk_budget_dpp_solve_equals_cvxpy_solve() -> None:
 def test_mean_variance_solver_order_and_warm_state_only_from_osqp() -> None:
     model, mu = synthetic(6, 2, 13)
     mv = MeanVariance(6, 2, 0, gross=1.0, net=(1.0, 1.0), bounds=(0.0, 1.0))
-    assert solve_mv(mv, model, mu).solver == "CLARABEL" and mv.warm_state() is None
-    mv = MeanVariance(6, 2, 0, gross=1.0, net=(1.0, 1.0), bounds=(0.0, 1.0), solvers=("OSQP",))
     assert solve_mv(mv, model, mu).solver == "OSQP" and mv.warm_state() is not None
+    mv = MeanVariance(6, 2, 0, gross=1.0, net=(1.0, 1.0), bounds=(0.0, 1.0), solvers=("CLARABEL", "OSQP"))
+    assert solve_mv(mv, model, mu).solver == "CLARABEL" and mv.warm_state() is None
 
 
 def test_risk_budget_with_unusable_budgets_is_equal_weight() -> None:
