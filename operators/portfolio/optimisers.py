@@ -53,7 +53,7 @@ _atoms: Any = cp  # cvxpy's atom functions carry no type information
 
 OSQP_SETTINGS: dict[str, Any] = {
     "eps_abs": 1e-6, "eps_rel": 1e-6, "eps_prim_inf": 1e-7, "eps_dual_inf": 1e-7, "max_iter": 20_000,
-    "polishing": True, "adaptive_rho": True, "adaptive_rho_interval": 25, "verbose": False,
+    "polishing": True, "adaptive_rho": True, "adaptive_rho_interval": 25, "check_termination": 10, "verbose": False,
 }
 CLARABEL_SETTINGS: dict[str, Any] = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9}
 SCS_SETTINGS: dict[str, Any] = {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 100_000}
