@@ -362,12 +362,16 @@ def portfolio_report(
     as_json: JsonOpt = False,
 ) -> None:
     """Set each rebalance's ex-ante volatility against the realised volatility of the next period, per run."""
-    rows = _report_rows(lambda store: report.portfolio_report(store, run_id), config, set_, db, as_json)
-    if rows is None:
-        return
-    if not rows:
-        err.print(f"no rebalances recorded for run {', '.join(run_id)} (portfolio.record_risk off?)")
+    rows = _report_rows(lambda store: report.portfolio_report(store, run_id), config, set_, db, as_json=False)
+    assert rows is not None
+    missing = [r for r in dict.fromkeys(run_id) if r not in {str(x["run_id"]) for x in rows}]
+    if missing:
+        err.print(f"no rebalances recorded for run {', '.join(missing)} (no such run, or portfolio.record_risk "
+                  "was off)", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+    if as_json:
+        print(json.dumps(rows, default=_json_default))
+        return
     t = Table(title="forecast against outcome (per-period volatility, fraction of equity)")
     cols = ("run", "method", "rebalances", "periods", "forecast vol", "realised vol", "realised/forecast",
             "bias statistic", "|z|>1.96", "fallbacks", "regime changes", "solve p50 ms", "solve p99 ms")

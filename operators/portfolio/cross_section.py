@@ -153,15 +153,16 @@ class CrossSectionCore:
         return CrossSection(ts_event=ts, bars=bars, signals=signals, targets=targets, statuses=statuses,
                             arbitrage=arbitrage, portfolio=(*records, *decided))
 
-    def _closes(self, slot: dict[str, tuple[Bar, Features]]) -> dict[str, tuple[float, str]]:
-        """Per decision key with a bar now, its close and the instrument it came from."""
+    def _closes(self, slot: dict[str, tuple[Bar, Features]]) -> dict[str, tuple[float, str, int]]:
+        """Per decision key with a bar now, its close, the instrument it came from and the bar's length."""
         if self.assets is None:
-            return {k: (bar.close, k) for k, (bar, _) in slot.items()}
+            return {k: (bar.close, k, bar.timeframe_ns) for k, (bar, _) in slot.items()}
         out = {}
         for asset, instruments in self.assets.items():
             k = next((k for k in instruments if k in slot and k not in self._stale), None)
             if k is not None:
-                out[asset] = (slot[k][0].close, k)
+                bar = slot[k][0]
+                out[asset] = (bar.close, k, bar.timeframe_ns)
         return out
 
     def _statuses(self, ts: int, slot: dict[str, tuple[Bar, Features]]) -> tuple[InstrumentStatus, ...]:

@@ -14,6 +14,7 @@ monotonic ns counter) to measure the solve time, which is the only value two run
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from operators.portfolio.optimisers import MeanVariance, RiskBudget, Solution, t
 from operators.portfolio.regime import RegimeDetector, RegimeSnap
 from operators.portfolio.risk_model import F64, RiskModel
 
+SOLVER_TOLERANCE = 1e-6
 METHODS = ("vol_target", "mean_variance", "tier_risk_parity", "regime_tiers")
 OTHER_TIER = "other"
 
@@ -158,6 +160,7 @@ class PortfolioEngineSnap:
     previous: tuple[tuple[str, float], ...]  # the last targets
     warm: tuple[float, ...] | None = None
     warm_assets: tuple[str, ...] = ()
+    timeframe_ns: int = 0
 
 
 @dataclass(slots=True)
@@ -201,18 +204,28 @@ class PortfolioEngine:
         self._rb: dict[int, RiskBudget] = {}
         self._warm: tuple[float, ...] | None = None
         self._window = ReturnWindow(settings.window_bars) if settings.covariance == "rolling" else None
+        self._tf = 0  # the finest bar length seen: the unit of every return, of ex_ante_vol and of horizon_bars
 
     def _tier_members(self) -> dict[str, list[str]]:
         return {t: list(assets) for t, assets in self.s.tiers}
 
     # --- every bar ---------------------------------------------------------------------------------------
 
-    def observe(self, ts: int, closes: Mapping[str, tuple[float, str]]) -> list[PortfolioRecord]:
-        """Take the closes at bar time `ts` (key -> (close, instrument it came from)); returns regime changes."""
+    @property
+    def timeframe_ns(self) -> int:
+        """The length of the bars returns are measured in: the finest bar seen (before any, the run's timeframe)."""
+        return self._tf or self.s.timeframe_ns
+
+    def observe(self, ts: int, closes: Mapping[str, tuple[float, str, int]]) -> list[PortfolioRecord]:
+        """Take the closes at bar time `ts` (key -> (close, instrument it came from, its bar's length in ns));
+        returns the regime changes it causes."""
         returns: dict[str, float | None] = {}
-        tf = self.s.timeframe_ns
+        for _, _, bar_tf in closes.values():
+            if bar_tf > 0 and (self._tf == 0 or bar_tf < self._tf):
+                self._tf = bar_tf
+        tf = self.timeframe_ns
         for key in sorted(closes):
-            close, source = closes[key]
+            close, source, _ = closes[key]
             if not (close > 0 and math.isfinite(close)):
                 continue
             prev = self._last.get(key)
@@ -307,7 +320,7 @@ class PortfolioEngine:
                 w = np.array([weights.get(a, 0.0) for a in model.assets])
                 scaled, _ = correlation_scale(w, model)
                 weights.update({a: float(x) for a, x in zip(model.assets, scaled)})
-            return self._record(ts, weights, risk, regime, _closed_form())
+            return self._record(ts, weights, risk, regime, _closed_form(risk is not None))
         if risk is None:
             weights = {k: self._previous.get(k, 0.0) for k in live}
             sol = Solution(weights=np.zeros(0), status="no_risk_model", solver="", fallback="previous",
@@ -339,11 +352,24 @@ class PortfolioEngine:
         f_lo = np.array([bounds.get(f, (-np.inf, np.inf))[0] for f in names])
         f_hi = np.array([bounds.get(f, (-np.inf, np.inf))[1] for f in names])
         mu = np.array([s.alpha_ic * scores.get(a, 0.0) * (vol_bar.get(a) or 0.0) for a in model.assets])
-        costs = np.array([self.costs.get(a, 0.0) + s.turnover_penalty for a in model.assets])
+        # a trade's cost is paid once and its expected return earned every bar it is held: amortise it over the
+        # bars to the next rebalance, so the per-bar utility compares like with like
+        costs = np.array([self.costs.get(a, 0.0) + s.turnover_penalty for a in model.assets]) / s.rebalance_bars
         sol = self._mv.solve(mu=mu, model=model, exposures=exposures, factor_bounds=(f_lo, f_hi), previous=previous,
                              costs=costs, risk_aversion=s.risk_aversion)
         self._warm = self._mv.warm_state()
-        return sol
+        if sol.fallback == "previous":
+            return sol
+        # OSQP is accurate to about 1e-6: weights within that of a bound are put on it (no -3e-7 "shorts" on a
+        # long-only book), and |w| below it is 0
+        # and a gross or net exposure over its cap by the solver's tolerance is scaled back onto it
+        lo = 0.0 if s.long_only else -s.max_weight
+        w = np.clip(sol.weights, lo, s.max_weight)
+        w[np.abs(w) < SOLVER_TOLERANCE] = 0.0
+        gross, net = float(np.abs(w).sum()), float(w.sum())
+        scale = min(1.0, s.gross / gross if gross > s.gross else 1.0,
+                    s.net[1] / net if net > s.net[1] >= 0 else 1.0)
+        return dataclasses.replace(sol, weights=w * scale)
 
     def _tier_parity(self, model: RiskModel, regime: str) -> Solution:
         s = self.s
@@ -362,7 +388,7 @@ class PortfolioEngine:
         vol = model.volatility(sol.weights)
         scale = s.gross / max(float(np.abs(sol.weights).sum()), 1e-300)
         if vol > 0:
-            scale = min(scale, s.target_volatility / (vol * math.sqrt(NS_PER_YEAR / s.timeframe_ns)))
+            scale = min(scale, s.target_volatility / (vol * math.sqrt(NS_PER_YEAR / self.timeframe_ns)))
         top = float(np.abs(sol.weights).max(initial=0.0))
         if top > 0:
             scale = min(scale, s.max_weight / top)
@@ -408,7 +434,7 @@ class PortfolioEngine:
         out.insert(0, Rebalance(
             ts_event=ts, method=s.method, regime=regime, assets=n, solver=sol.solver, status=sol.status,
             fallback=sol.fallback, message=sol.message, solve_ms=0.0, ex_ante_vol=vol,
-            ex_ante_vol_annual=vol * math.sqrt(NS_PER_YEAR / s.timeframe_ns), horizon_bars=s.rebalance_bars,
+            ex_ante_vol_annual=vol * math.sqrt(NS_PER_YEAR / self.timeframe_ns), horizon_bars=s.rebalance_bars,
             gross=sum(abs(x) for x in weights.values()), net=sum(weights.values()), turnover=turnover,
             condition_number=cond, shrinkage=intensity))
         if sol.fallback != "none" and alert:
@@ -423,7 +449,8 @@ class PortfolioEngine:
             version=self.VERSION, covariance=self.cov.snapshot(), factors=self.factors.snapshot(),
             regime=self.regime.snapshot(),
             last=tuple((k, t, c, src) for k, (t, c, src) in sorted(self._last.items())),
-            previous=tuple(sorted(self._previous.items())), warm=self._warm, warm_assets=self._mv_assets)
+            previous=tuple(sorted(self._previous.items())), warm=self._warm, warm_assets=self._mv_assets,
+            timeframe_ns=self._tf)
 
     @classmethod
     def restore(cls, settings: EngineSettings, snap: PortfolioEngineSnap, costs: Mapping[str, float] | None = None,
@@ -444,12 +471,13 @@ class PortfolioEngine:
         core._previous = dict(snap.previous)
         core._warm = snap.warm
         core._mv_assets = snap.warm_assets  # with _mv None: the next solve over these assets continues warm
+        core._tf = snap.timeframe_ns
         return core
 
 
-def _closed_form() -> Solution:
-    return Solution(weights=np.zeros(0), status="closed_form", solver="", fallback="none", objective=None,
-                    message="")
+def _closed_form(with_risk: bool) -> Solution:
+    return Solution(weights=np.zeros(0), status="closed_form" if with_risk else "no_risk_model", solver="",
+                    fallback="none", objective=None, message="")
 
 
 def _with_time(rec: Rebalance, ms: float) -> Rebalance:
