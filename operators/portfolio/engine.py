@@ -429,6 +429,12 @@ class PortfolioEngine:
             for f, e in zip(names, exposures.T @ w):
                 lo, hi = bounds.get(f, (-math.inf, math.inf))
                 out.append(Exposure(ts_event=ts, factor=f, exposure=float(e), lower=lo, upper=hi))
+            if s.risk_model == "factor":  # statistical factors: loadings after the market column, unit length
+                for k in range(1, model.loadings.shape[1]):
+                    col = model.loadings[:, k]
+                    norm = float(np.linalg.norm(col))
+                    e = float(w @ col) / norm if norm > 0 else 0.0
+                    out.append(Exposure(ts_event=ts, factor=f"pc{k}", exposure=e, lower=-math.inf, upper=math.inf))
         turnover = sum(abs(weights.get(k, 0.0) - self._previous.get(k, 0.0))
                        for k in sorted(set(weights) | set(self._previous)))
         out.insert(0, Rebalance(

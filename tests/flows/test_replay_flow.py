@@ -8,13 +8,14 @@ from typing import Any
 import pytest
 from bytewax.recovery import init_db_dir
 
-from flows.trading import wiring
+from flows.trading import engine_settings, trading_costs, wiring
 from headrace.config import Config, parse_duration
 from headrace.events import Fill, MarketSlice
 from helpers import CrashingSource, by_id, flatten, run_flow, small_config
 from operators.bars.bar_builder import BarBuilder
 from operators.features.bar_features import BarFeatures
 from operators.portfolio.cross_section import CrossSectionCore
+from operators.portfolio.engine import PortfolioEngine
 from operators.portfolio.sizing import VolTargetSizer
 from operators.positions.account import Account
 from operators.signals.momentum import CrossSectionalMomentum
@@ -30,8 +31,10 @@ def plain_loop(plan: ReplayPlan, config: Config) -> list[Any]:
     validators = {i: MarketValidator() for i in plan.universe}
     builders = {i: BarBuilder(i, config.timeframe_ns) for i in plan.universe}
     feats = {i: BarFeatures(f.vol_halflife_bars, f.momentum_lookback_bars) for i in plan.universe}
+    settings = engine_settings(config)
+    engine = PortfolioEngine(settings, trading_costs(config, w)) if settings is not None else None
     cross = CrossSectionCore(plan.universe, CrossSectionalMomentum(), sizer, s.rebalance_bars, s.min_instruments,
-                             stale_after_ns=parse_duration(s.stale_after))
+                             stale_after_ns=parse_duration(s.stale_after), engine=engine)
     account = Account(a.id, w.venues, w.fx, w.sim, initial_cash=a.initial_cash, min_trade_weight=z.min_trade_weight,
                       latency_ns=parse_duration(a.latency), fill_on=a.fill_on)  # type: ignore[arg-type]
     out: list[Any] = []
@@ -41,7 +44,7 @@ def plain_loop(plan: ReplayPlan, config: Config) -> list[Any]:
             for fb in feats[b.instrument].update(b):
                 out.extend([*fb.bars, *fb.features])
                 for cs in cross.update(fb):
-                    out.extend([*cs.signals, *cs.targets, *cs.statuses])
+                    out.extend([*cs.signals, *cs.targets, *cs.statuses, *cs.portfolio])
                     out.extend(account.update(cs))
 
     for j in range(plan.n_slices):
@@ -54,7 +57,7 @@ def plain_loop(plan: ReplayPlan, config: Config) -> list[Any]:
     for i in plan.universe:
         downstream(builders[i].flush())
     for cs in cross.flush():
-        out.extend([*cs.signals, *cs.targets, *cs.statuses])
+        out.extend([*cs.signals, *cs.targets, *cs.statuses, *cs.portfolio])
         out.extend(account.update(cs))
     out.extend(account.flush())
     return out
