@@ -529,7 +529,8 @@ class PortfolioConfig(BaseModel):
     n_statistical: Annotated[int, Range(0, 20)] = _key(0, "statistical factors (principal components)")
     benchmark: str = _key("", "market factor: empty = equal-weighted universe, else an asset (e.g. BTC)")
     record_risk: bool = _key(
-        True, "vol_target: still keep the covariance and record ex-ante risk (costs a covariance update per bar)")
+        False, "vol_target: keep the covariance anyway and record ex-ante risk, risk shares and exposures, without "
+               "changing the weights (costs about 0.2 ms per bar time at 10 assets)")
     correlation_aware: bool = _key(
         False, "vol_target: scale each position by its stand-alone over its portfolio variance contribution")
     alpha_ic: Annotated[float, Range(0, 1)] = _key(

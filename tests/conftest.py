@@ -54,6 +54,7 @@ def replayed_run(tmp_path_factory: pytest.TempPathFactory) -> ReplayedRun:
     dsn = f"chdb://{tmp_path_factory.mktemp('clickhouse')}"
     store = Store.connect(dsn)
     store.init_schema()
-    run_main(build_flow(demo_plan(), small_config(), "fixture-run", dsn=dsn))
+    # the portfolio engine records risk too, so its tables (and the portfolio dashboard) have rows
+    run_main(build_flow(demo_plan(), small_config("portfolio.record_risk=true"), "fixture-run", dsn=dsn))
     Store.connect(dsn).optimize()
     return ReplayedRun(dsn=dsn, run_id="fixture-run")

@@ -139,17 +139,20 @@ class FactorModel:
         ix = np.array([self._index[a] for a in names], dtype=np.int64)
         r = np.array([present[a] for a in names], dtype=np.float64)
         a = self.alpha
-        for k, f in enumerate(values):
-            if f is None:
-                continue
-            mr, mf, crf, cff, n = (self._st[j, k, ix] for j in range(5))
-            dr, df = r - mr, f - mf
+        kk = np.array([k for k, f in enumerate(values) if f is not None], dtype=np.int64)
+        if kk.size:  # every factor with a value this bar at once: (factors × assets) arrays
+            f = np.array([values[k] for k in kk], dtype=np.float64)[:, None]
+            where = np.ix_(kk, ix)
+            st = self._st[:, where[0], where[1]]
+            mr, mf, crf, cff, n = st
+            dr, df = r[None, :] - mr, f - mf
             first = n == 0
-            self._st[_MR, k, ix] = np.where(first, r, mr + a * dr)
-            self._st[_MF, k, ix] = np.where(first, f, mf + a * df)
-            self._st[_CRF, k, ix] = np.where(first, 0.0, (1.0 - a) * (crf + a * dr * df))
-            self._st[_CFF, k, ix] = np.where(first, 0.0, (1.0 - a) * (cff + a * df * df))
-            self._st[_N, k, ix] = n + 1
+            st[_MR] = np.where(first, r[None, :], mr + a * dr)
+            st[_MF] = np.where(first, f, mf + a * df)
+            st[_CRF] = np.where(first, 0.0, (1.0 - a) * (crf + a * dr * df))
+            st[_CFF] = np.where(first, 0.0, (1.0 - a) * (cff + a * df * df))
+            st[_N] = n + 1
+            self._st[:, where[0], where[1]] = st
         if market is not None:
             m, v, n_m = self._market
             self._market = (market, 0.0, 1) if n_m == 0 else (

@@ -269,6 +269,13 @@ class RollingCovariance:
         p, r = _present(bar, s.index)
         if not p:
             return
+        if len(p) == s.n.shape[0]:  # every asset has a return (the common case): whole matrices, no gather
+            n1 = s.n + 1
+            d = r[:, None] - s.m
+            s.m += d / n1
+            s.c += (n1 - 1) / n1 * d * d.T
+            s.n = n1
+            return
         ix = np.ix_(p, p)
         n1 = s.n[ix] + 1
         d = r[:, None] - s.m[ix]
@@ -280,6 +287,15 @@ class RollingCovariance:
         s = self._s
         p, r = _present(bar, s.index)
         if not p:
+            return
+        if len(p) == s.n.shape[0]:  # every asset had a return: whole matrices, no gather
+            n = s.n
+            e = r[:, None] - s.m
+            last = n == 1
+            safe = np.where(last, 2, n) - 1
+            s.c = np.where(last, 0.0, s.c - n / safe * e * e.T)
+            s.m = np.where(last, 0.0, s.m - e / safe)
+            s.n = n - 1
             return
         ix = np.ix_(p, p)
         n = s.n[ix]

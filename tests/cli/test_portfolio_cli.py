@@ -24,7 +24,8 @@ METHODS = ("vol_target", "mean_variance", "tier_risk_parity", "regime_tiers")
 ARGS = ["--data", str(UNIVERSE), "--venue", "huobi", "--quote", "USDT", "--timerange", "2021-05-06:2021-05-14",
         "--set", "strategy.rebalance_bars=24", "--set", "features.momentum_lookback_bars=72",
         "--set", "features.vol_halflife_bars=48.0", "--set", "sizing.min_trade_weight=0.002",
-        "--set", "portfolio.min_bars=48", "--set", "replay.chunk_rows=1000"]
+        "--set", "portfolio.min_bars=48", "--set", "replay.chunk_rows=1000",
+        "--set", "portfolio.record_risk=true"]
 REPORT_KEYS = {"run_id", "method", "rebalances", "periods", "forecast_vol", "realised_vol", "bias_statistic",
                "solve_ms_p99"}
 TABLES = ("fills", "rebalances", "risk_contributions")
@@ -89,7 +90,7 @@ def test_ex_ante_volatility_is_per_bar_of_the_hourly_data(straight) -> None:
         assert r["ex_ante_vol"] * math.sqrt(365 * 24) == pytest.approx(r["ex_ante_vol_annual"], rel=1e-9), r
 
 
-# vol_target (the default, with the engine recording risk) is SIGKILLed and resumed in tests/cli/test_cli.py
+# vol_target with the engine recording risk is crashed and resumed in tests/flows/test_portfolio_flow.py
 @pytest.mark.parametrize("method", METHODS[1:])
 def test_a_sigkilled_run_resumes_to_the_uninterrupted_run(method: str, straight, tmp_path: Path) -> None:
     state, summaries = straight

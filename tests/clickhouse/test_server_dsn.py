@@ -88,8 +88,7 @@ def test_replay_to_a_chdb_stand_in_server_sends_the_expected_requests_and_equals
     inserts = [q.split("`")[1] for q in sql if q.startswith("INSERT")]
     # the runs row twice (running, finished); every event table once: 11,520 bars go as one batch
     assert sorted(inserts) == sorted(["runs", "runs", "bars", "features", "signals", "targets", "orders", "fills",
-                                      "positions", "equity", "rebalances", "risk_contributions", "factor_exposures",
-                                      "regime_changes"])
+                                      "positions", "equity"])
 
     fills = "SELECT event_id, price, amount FROM fills FINAL WHERE run_id = 'srv' ORDER BY ts_event, event_id"
     over_http = json.loads(cli("db", "query", fills, "--db", stand_in.dsn, "--json", state=tmp_path).stdout)

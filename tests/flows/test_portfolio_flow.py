@@ -34,7 +34,7 @@ def hourly_config(method: str, *extra: str) -> Config:
                         f'portfolio.method="{method}"', "strategy.rebalance_bars=24",
                         "features.momentum_lookback_bars=168", "features.vol_halflife_bars=72.0",
                         "strategy.min_instruments=5", 'strategy.stale_after="2h"', "sizing.min_trade_weight=0.002",
-                        *extra)
+                        "portfolio.record_risk=true", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_vol_target_keeps_its_weights_while_the_engine_records_risk(runs: dict[s
     assert not of(plain, Rebalance)
 
 
-@pytest.mark.parametrize("method", METHODS[1:])
+@pytest.mark.parametrize("method", METHODS)
 def test_a_crash_midway_resumes_to_the_same_targets_and_fills(tmp_path: Path, method: str) -> None:
     config = hourly_config(method)
     window = "2021-05-01:2021-05-25"

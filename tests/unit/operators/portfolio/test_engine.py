@@ -150,7 +150,7 @@ def test_mean_variance_keeps_bounds_and_records_exposures() -> None:
 def test_the_factor_risk_model_records_market_and_statistical_exposures() -> None:
     e = PortfolioEngine(settings("tier_risk_parity", risk_model="factor", n_statistical=2))
     feed(e, prices(150))
-    w, recs = decide(e, 150)
+    _, recs = decide(e, 150)
     factors = {r.factor: r.exposure for r in recs if isinstance(r, Exposure)}
     assert set(factors) == {"market", "tier:major", "tier:large", "pc1", "pc2"}
     assert factors["market"] > 0  # a long book of assets that all load on the common factor
