@@ -305,9 +305,10 @@ class PortfolioEngine:
         if self.s.risk_model == "factor":
             model = self.factors.risk_model([asset_of(a) for a in assets], cov)
             model = RiskModel(assets, model.loadings, model.specific)
-        else:
-            model = RiskModel.from_cov(assets, cov)
-        return model, condition_number(cov), intensity
+            return model, condition_number(cov), intensity
+        vals, vecs = np.linalg.eigh((cov + cov.T) / 2)  # one decomposition for the model and its condition number
+        cond = float(vals[-1] / vals[0]) if vals.size and vals[0] > 0 else (1.0 if not vals.size else math.inf)
+        return RiskModel.from_eigh(assets, vals, vecs), cond, intensity
 
     def _solve(self, ts: int, live: Sequence[str], scores: Mapping[str, float], vol_bar: Mapping[str, float | None],
                vol_target: Mapping[str, float], risk: tuple[RiskModel, float, float] | None) -> _Decision:

@@ -54,6 +54,11 @@ class RiskModel:
         """
         cov = np.asarray(cov, dtype=np.float64)
         vals, vecs = np.linalg.eigh((cov + cov.T) / 2)
+        return cls.from_eigh(assets, vals, vecs, tol=tol)
+
+    @classmethod
+    def from_eigh(cls, assets: Sequence[str], vals: F64, vecs: F64, *, tol: float = 0.0) -> RiskModel:
+        """`from_cov` given the eigen-decomposition (`numpy.linalg.eigh`'s ascending values and their vectors)."""
         keep = vals > max(tol, 0.0)
         loadings = vecs[:, keep] * np.sqrt(vals[keep])
         return cls(tuple(assets), np.ascontiguousarray(loadings[:, ::-1]), np.zeros(len(assets)))
