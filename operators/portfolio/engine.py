@@ -204,6 +204,7 @@ class PortfolioEngine:
         self._rb: dict[int, RiskBudget] = {}
         self._warm: tuple[float, ...] | None = None
         self._window = ReturnWindow(settings.window_bars) if settings.covariance == "rolling" else None
+        self._asset_names: dict[str, str] = {}  # decision key -> asset, memoised
         self._tf = 0  # the finest bar length seen: the unit of every return, of ex_ante_vol and of horizon_bars
 
     def _tier_members(self) -> dict[str, list[str]]:
@@ -247,14 +248,19 @@ class PortfolioEngine:
                              reason=change.reason, fast_vol=change.fast_vol, slow_vol=change.slow_vol,
                              ratio=change.ratio)]
 
-    @staticmethod
-    def _by_asset(returns: Mapping[str, float | None]) -> dict[str, float | None]:
+    def _by_asset(self, returns: Mapping[str, float | None]) -> dict[str, float | None]:
         # the factor model speaks of assets (tiers list assets); instruments of one asset on several venues
         # (router off) average into one return
         acc: dict[str, list[float]] = {}
+        names = self._asset_names
         for key, r in returns.items():
             if r is not None:
-                acc.setdefault(asset_of(key), []).append(r)
+                a = names.get(key)
+                if a is None:
+                    a = names[key] = asset_of(key)
+                acc.setdefault(a, []).append(r)
+        if all(len(v) == 1 for v in acc.values()):
+            return {a: v[0] for a, v in sorted(acc.items())}
         return {a: sum(v) / len(v) for a, v in sorted(acc.items())}
 
     # --- at a rebalance ----------------------------------------------------------------------------------
