@@ -1,10 +1,10 @@
 """Replay throughput of the 82-asset hourly universe (huobi, USDT) with each portfolio method, on one worker.
 
-For each ``portfolio.method`` (vol_target with the engine recording risk, ``portfolio.record_risk=true``; and
-the default, vol_target with the engine off, as the baseline ``off``) the whole flow runs over the universe's whole file (Jan to Jun 2021, 3,862 hours, 316,682 bars)
-with a sink that drops the rows, on a plan built before the timer; rebalancing daily
-(``strategy.rebalance_bars=24``). Figures (median of ``--repeats`` timed runs, default 2, after an untimed
-warm-up):
+For each ``portfolio.method`` (vol_target with the engine recording risk, ``portfolio.record_risk=true``;
+and the default, vol_target with the engine off, as the baseline ``off``) the whole flow runs over the
+universe's whole file (Jan to Jun 2021, 3,862 hours, 316,682 bars) with a sink that drops the rows, on a plan
+built before the timer; rebalancing daily (``strategy.rebalance_bars=24``). Figures (median of ``--repeats``
+timed runs, default 2, after an untimed warm-up):
 
 - ``portfolio_<method>_bars_per_s``: bars through the flow per second;
 - ``portfolio_<method>_rebalances``: rebalances decided (the same for every method);
