@@ -10,6 +10,22 @@ from headrace.events import Bar, MarketSlice, Provenance, QuoteChunk, TradeChunk
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"  # real data beside the clone; tests that need it skip without it
+HOURLY = SHARED_DATA / "universe" / "huobi-pob" / "cryptos_2017to2021_hourly.parquet"  # 82 assets, one close each
+
+
+def hourly_log_returns() -> tuple[tuple[str, ...], np.ndarray]:
+    """The 82-asset hourly universe's assets and log returns (bars x assets, NaN before an asset lists);
+    skips the calling test when the shared data is missing."""
+    import polars as pl
+    import pytest
+
+    if not HOURLY.exists():
+        pytest.skip(f"needs the shared data: {HOURLY} is missing")
+    df = pl.read_parquet(HOURLY).sort("Date")
+    names = tuple(c for c in df.columns if c != "Date")
+    closes = df.select(names).to_numpy().astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return names, np.diff(np.log(closes), axis=0)
 
 
 def origin(n: int, path: str = "test.csv", start_row: int = 0) -> Provenance:

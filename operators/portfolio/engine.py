@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from headrace.errors import ConfigError
-from headrace.events import NS_PER_YEAR, Alert, Exposure, PortfolioRecord, Rebalance, RegimeSwitch, RiskShare
+from headrace.events import NS_PER_YEAR, Alert, Exposure, PortfolioRecord, Rebalance, RiskShare
 from operators.base import check_version
 from operators.covariance.factors import FactorModel, FactorModelSnap
 from operators.covariance.streaming import (
@@ -242,11 +242,7 @@ class PortfolioEngine:
             self._window.add(returns)
         market = self.factors.update(self._by_asset(returns))
         change = self.regime.update(ts, market)
-        if change is None:
-            return []
-        return [RegimeSwitch(ts_event=change.ts_event, previous=change.previous, regime=change.regime,
-                             reason=change.reason, fast_vol=change.fast_vol, slow_vol=change.slow_vol,
-                             ratio=change.ratio)]
+        return [] if change is None else [change]
 
     def _by_asset(self, returns: Mapping[str, float | None]) -> dict[str, float | None]:
         # the factor model speaks of assets (tiers list assets); instruments of one asset on several venues

@@ -24,23 +24,11 @@ import math
 from dataclasses import dataclass
 
 from headrace.errors import ConfigError
+from headrace.events import RegimeSwitch
 from operators.base import check_version
 
 CALM = "calm"
 STRESSED = "stressed"
-
-
-@dataclass(frozen=True, slots=True)
-class RegimeChange:
-    """The regime turned from `previous` to `regime` at `ts_event`; `reason` names the values and threshold."""
-
-    ts_event: int
-    previous: str
-    regime: str
-    reason: str
-    fast_vol: float
-    slow_vol: float
-    ratio: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +99,7 @@ class RegimeDetector:
         """Fast over slow volatility now (NaN before the first bar or while the slow one is 0)."""
         return math.sqrt(self._fast / self._slow) if self._slow > 0 else math.nan
 
-    def update(self, ts: int, market_return: float | None) -> RegimeChange | None:
+    def update(self, ts: int, market_return: float | None) -> RegimeSwitch | None:
         """Take one bar's market factor return (None or NaN: no return, nothing changes); return a change if any."""
         if market_return is None or math.isnan(market_return):
             return None
@@ -134,14 +122,14 @@ class RegimeDetector:
         else:
             return None
         fast_vol, slow_vol = math.sqrt(self._fast), math.sqrt(self._slow)
-        change = RegimeChange(ts_event=ts, previous=self._regime, regime=regime,
+        change = RegimeSwitch(ts_event=ts, previous=self._regime, regime=regime,
                               reason=f"fast vol {fast_vol:.3g} / slow vol {slow_vol:.3g} = ratio {ratio:.3g} {crossed}",
                               fast_vol=fast_vol, slow_vol=slow_vol, ratio=ratio)
         self._regime = regime
         self._last_change = self._bars
         return change
 
-    def flush(self) -> list[RegimeChange]:
+    def flush(self) -> list[RegimeSwitch]:
         return []
 
     def snapshot(self) -> RegimeSnap:

@@ -11,10 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headrace.errors import ConfigError, InvariantError, SnapshotVersionError
-from helpers import SHARED_DATA
+from helpers import hourly_log_returns
 from operators.covariance.factors import FactorModel
-
-HOURLY = SHARED_DATA / "universe" / "huobi-pob" / "cryptos_2017to2021_hourly.parquet"
 
 ASSETS = ("A", "B", "C", "D", "E")
 TIERS = {"big": ["A", "B"], "small": ["C", "D", "E"]}
@@ -200,16 +198,7 @@ def test_risk_model_with_every_component_of_a_psd_residual_is_exact() -> None:
 
 @pytest.fixture(scope="module")
 def hourly() -> tuple[tuple[str, ...], np.ndarray]:
-    if not HOURLY.exists():
-        pytest.skip(f"needs the shared data: {HOURLY} is missing")
-    import polars as pl
-
-    df = pl.read_parquet(HOURLY).sort("Date")
-    names = tuple(c for c in df.columns if c != "Date")
-    closes = df.select(names).to_numpy().astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rets = np.diff(np.log(closes), axis=0)
-    return names, rets
+    return hourly_log_returns()
 
 
 def test_hourly_universe_betas_equal_batch_regression(hourly: tuple[tuple[str, ...], np.ndarray]) -> None:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headrace.errors import ConfigError, InvariantError, SnapshotVersionError
-from helpers import SHARED_DATA
+from helpers import hourly_log_returns
 from operators.covariance.streaming import (
     EwmaCovariance,
     EwmaCovarianceSnap,
@@ -23,9 +23,6 @@ from operators.covariance.streaming import (
     nearest_psd,
     shrink,
 )
-
-HOURLY = SHARED_DATA / "universe" / "huobi-pob" / "cryptos_2017to2021_hourly.parquet"
-
 
 # --- batch references ----------------------------------------------------------------------------
 
@@ -274,16 +271,7 @@ def test_ledoit_wolf_intensity_of_one_asset_is_zero() -> None:
 
 @pytest.fixture(scope="module")
 def hourly() -> tuple[tuple[str, ...], np.ndarray]:
-    if not HOURLY.exists():
-        pytest.skip(f"needs the shared data: {HOURLY} is missing")
-    import polars as pl
-
-    df = pl.read_parquet(HOURLY).sort("Date")
-    names = tuple(c for c in df.columns if c != "Date")
-    closes = df.select(names).to_numpy().astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rets = np.diff(np.log(closes), axis=0)
-    return names, rets
+    return hourly_log_returns()
 
 
 def as_bars(names: tuple[str, ...], rets: np.ndarray) -> list[dict[str, float]]:

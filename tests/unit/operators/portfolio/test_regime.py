@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headrace.errors import ConfigError, SnapshotVersionError
+from headrace.events import RegimeSwitch
 from helpers import SHARED_DATA
 from operators.covariance.factors import FactorModel
-from operators.portfolio.regime import RegimeChange, RegimeDetector
+from operators.portfolio.regime import RegimeDetector
 
 HOURLY = SHARED_DATA / "universe" / "huobi-pob" / "cryptos_2017to2021_hourly.parquet"
 
@@ -25,7 +26,7 @@ def direct(min_dwell_bars: int = 0, warmup_bars: int = 0) -> RegimeDetector:
     return RegimeDetector(**DIRECT, min_dwell_bars=min_dwell_bars, warmup_bars=warmup_bars)  # type: ignore[arg-type]
 
 
-def feed(d: RegimeDetector, ratios: list[float], t0: int = 0) -> list[RegimeChange]:
+def feed(d: RegimeDetector, ratios: list[float], t0: int = 0) -> list[RegimeSwitch]:
     out = [d.update(t0 + t, 0.01 * r) for t, r in enumerate(ratios)]
     return [c for c in out if c is not None]
 
