@@ -143,8 +143,8 @@ def test_vol_target_keeps_its_weights_while_the_engine_records_risk(runs: dict[s
 
 @pytest.mark.parametrize("method", METHODS)
 def test_a_crash_midway_resumes_to_the_same_targets_and_fills(tmp_path: Path, method: str) -> None:
-    config = hourly_config(method)
-    window = "2021-05-01:2021-05-25"
+    config = hourly_config(method, "features.momentum_lookback_bars=72", "replay.chunk_rows=2000")
+    window = "2021-05-08:2021-05-18"  # daily rebalances from the 11th
     straight = run_flow(open_plan([str(HOURLY)], config, timerange=window), config)
     plan = open_plan([str(HOURLY)], config, timerange=window)
     init_db_dir(tmp_path, 1)

@@ -188,7 +188,7 @@ def test_correlation_aware_vol_target_halves_two_identical_bets() -> None:
 @pytest.mark.parametrize("method", ["vol_target", "mean_variance", "tier_risk_parity", "regime_tiers"])
 @pytest.mark.parametrize("covariance", ["rolling", "ewma"])
 def test_restore_midway_equals_a_straight_run(method: str, covariance: str) -> None:
-    bars = prices(300, seed=5)
+    bars = prices(200, seed=5)
     s = settings(method, covariance=covariance, halflife_bars=50.0)
 
     def run(cut: int | None) -> list[object]:
@@ -205,7 +205,7 @@ def test_restore_midway_equals_a_straight_run(method: str, covariance: str) -> N
 
     straight = run(None)
     assert any(isinstance(r, Rebalance) and r.assets == 6 for r in straight)
-    for cut in (45, 151):
+    for cut in (45, 131):
         assert run(cut) == straight
 
 
