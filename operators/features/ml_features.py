@@ -1,0 +1,176 @@
+"""Feature vectors for online models: one per closed bar of an instrument, with validity flags.
+
+Per bar (all from the instrument's own closed bars, so identical in replay, paper and live):
+
+- ``ret_<h>``: ``ln(close / close h bars ago)`` for each horizon h in `horizons`;
+- ``vol``: EWMA standard deviation of one-bar log returns (halflife `vol_halflife`), zero-mean;
+- ``zscore``: ``(ln close - m) / vol`` with m the EWMA of ln close (halflife `z_halflife`);
+- ``volume_surprise``: ``ln(volume / v)`` with v the EWMA of volume before this bar (None for a bar without
+  volume);
+- where the data has quotes: ``spread`` = (ask - bid) / mid and ``microprice`` = (microprice - mid) / mid, the
+  microprice weighting each side by the other side's size (`Bar.bid`, `Bar.ask`, `Bar.bid_size`,
+  `Bar.ask_size`).
+
+A vector is **valid** only when no flag is set; a model neither learns from nor trades on an invalid one:
+
+- ``warmup``: fewer bars than the longest horizon needs, or the volatility has fewer than `min_vol_bars` returns;
+- ``gap``: a bar is missing (two consecutive bars more than one bar length apart) within the longest horizon;
+- ``quarantine``: a record of this instrument was quarantined within the longest horizon (`mark_quarantined`).
+
+Returns across a missing bar span the gap (as `BarFeatures` does); the flag says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from headrace.errors import ConfigError, InvariantError
+from headrace.events import Bar
+from operators.base import check_version
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureVector:
+    """The model inputs of one instrument at one bar close, and why they may not be used."""
+
+    instrument: str
+    ts_event: int
+    values: tuple[tuple[str, float], ...]  # name -> value, only the features the data had this bar
+    flags: tuple[str, ...]  # empty: valid
+
+    @property
+    def valid(self) -> bool:
+        return not self.flags
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.values)
+
+
+@dataclass(frozen=True, slots=True)
+class MlFeaturesSnap:
+    version: int
+    closes: tuple[float, ...]
+    times: tuple[int, ...]
+    var: float | None
+    var_count: int
+    log_level: float | None
+    volume: float | None
+    last_quarantine: int | None
+
+
+def _alpha(halflife: float, key: str) -> float:
+    if not halflife > 0:
+        raise ConfigError(key, f"must be > 0, was {halflife!r}")
+    return 1.0 - 0.5 ** (1.0 / halflife)
+
+
+class MlFeatures:
+    """Feature vectors of one instrument's closed bars (see the module docstring).
+
+    Examples
+    --------
+    >>> from headrace.events import Bar
+    >>> f = MlFeatures(horizons=(1, 2), vol_halflife=2.0, z_halflife=2.0, min_vol_bars=1)
+    >>> bars = [Bar(instrument="x:A/B", ts_open=t, ts_event=t + 1, open=p, high=p, low=p, close=p, volume=1.0,
+    ...             trades=1) for t, p in enumerate([100.0, 101.0, 99.0, 100.0])]
+    >>> [f.update(b).flags for b in bars]
+    [('warmup',), ('warmup',), (), ()]
+    >>> round(f.update(Bar(instrument="x:A/B", ts_open=4, ts_event=5, open=1, high=1, low=1, close=102.0,
+    ...                    volume=2.0, trades=1)).as_dict()["ret_2"], 6)
+    0.029853
+    """
+
+    VERSION = 1
+
+    def __init__(self, horizons: Sequence[int] = (1, 4, 24), vol_halflife: float = 24.0, z_halflife: float = 24.0,
+                 volume_halflife: float = 24.0, min_vol_bars: int = 10) -> None:
+        if not horizons or any(h < 1 for h in horizons):
+            raise ConfigError("ml.horizons", f"must be a non-empty list of bar counts >= 1, was {list(horizons)!r}")
+        if min_vol_bars < 1:
+            raise ConfigError("ml.min_vol_bars", f"must be >= 1, was {min_vol_bars!r}")
+        self.horizons = tuple(sorted(set(horizons)))
+        self.longest = self.horizons[-1]
+        self.vol_alpha = _alpha(vol_halflife, "ml.vol_halflife")
+        self.z_alpha = _alpha(z_halflife, "ml.z_halflife")
+        self.volume_alpha = _alpha(volume_halflife, "ml.volume_halflife")
+        self.min_vol_bars = min_vol_bars
+        self._closes: deque[float] = deque(maxlen=self.longest + 1)
+        self._times: deque[int] = deque(maxlen=self.longest + 1)  # (close time) of those bars
+        self._var: float | None = None
+        self._var_count = 0
+        self._level: float | None = None  # EWMA of ln close
+        self._volume: float | None = None  # EWMA of volume
+        self._last_quarantine: int | None = None
+
+    def mark_quarantined(self, ts_event: int) -> None:
+        """A record of this instrument stamped `ts_event` was quarantined: vectors near it are invalid."""
+        self._last_quarantine = ts_event if self._last_quarantine is None else max(self._last_quarantine, ts_event)
+
+    def update(self, bar: Bar) -> FeatureVector:
+        if self._times and bar.ts_event <= self._times[-1]:
+            raise InvariantError(f"bar of {bar.instrument} at {bar.ts_event} is not after the last "
+                                 f"({self._times[-1]})")
+        if not (bar.close > 0 and math.isfinite(bar.close)):
+            raise InvariantError(f"bar of {bar.instrument} at {bar.ts_event} has close {bar.close!r}")
+        values: list[tuple[str, float]] = []
+        if self._closes:
+            r = math.log(bar.close / self._closes[-1])
+            self._var = r * r if self._var is None else (1 - self.vol_alpha) * self._var + self.vol_alpha * r * r
+            self._var_count += 1
+        self._closes.append(bar.close)
+        self._times.append(bar.ts_event)
+        for h in self.horizons:
+            if len(self._closes) > h:
+                values.append((f"ret_{h}", math.log(bar.close / self._closes[-1 - h])))
+        vol = math.sqrt(self._var) if self._var is not None else None
+        if vol is not None:
+            values.append(("vol", vol))
+        level = math.log(bar.close)
+        self._level = level if self._level is None else (1 - self.z_alpha) * self._level + self.z_alpha * level
+        if vol:
+            values.append(("zscore", (level - self._level) / vol))
+        if bar.volume > 0 and math.isfinite(bar.volume):
+            if self._volume:
+                values.append(("volume_surprise", math.log(bar.volume / self._volume)))
+            self._volume = bar.volume if self._volume is None else (
+                (1 - self.volume_alpha) * self._volume + self.volume_alpha * bar.volume)
+        if bar.bid is not None and bar.ask is not None and 0 < bar.bid <= bar.ask:
+            mid = (bar.bid + bar.ask) / 2
+            values.append(("spread", (bar.ask - bar.bid) / mid))
+            if bar.bid_size and bar.ask_size and bar.bid_size > 0 and bar.ask_size > 0:
+                micro = (bar.bid * bar.ask_size + bar.ask * bar.bid_size) / (bar.bid_size + bar.ask_size)
+                values.append(("microprice", (micro - mid) / mid))
+        return FeatureVector(instrument=bar.instrument, ts_event=bar.ts_event, values=tuple(values),
+                             flags=self._flags(bar))
+
+    def _flags(self, bar: Bar) -> tuple[str, ...]:
+        flags = []
+        if len(self._closes) <= self.longest or self._var_count < self.min_vol_bars:
+            flags.append("warmup")
+        tf = bar.timeframe_ns
+        times = list(self._times)
+        if tf > 0 and any(b - a > tf for a, b in itertools.pairwise(times)):
+            flags.append("gap")
+        if self._last_quarantine is not None and times and self._last_quarantine >= times[0] - max(tf, 0):
+            flags.append("quarantine")
+        return tuple(flags)
+
+    def snapshot(self) -> MlFeaturesSnap:
+        return MlFeaturesSnap(version=self.VERSION, closes=tuple(self._closes), times=tuple(self._times),
+                              var=self._var, var_count=self._var_count, log_level=self._level, volume=self._volume,
+                              last_quarantine=self._last_quarantine)
+
+    @classmethod
+    def restore(cls, snap: MlFeaturesSnap, horizons: Sequence[int] = (1, 4, 24), vol_halflife: float = 24.0,
+                z_halflife: float = 24.0, volume_halflife: float = 24.0, min_vol_bars: int = 10) -> MlFeatures:
+        check_version(snap, expected=cls.VERSION)
+        core = cls(horizons, vol_halflife, z_halflife, volume_halflife, min_vol_bars)
+        core._closes.extend(snap.closes)
+        core._times.extend(snap.times)
+        core._var, core._var_count = snap.var, snap.var_count
+        core._level, core._volume, core._last_quarantine = snap.log_level, snap.volume, snap.last_quarantine
+        return core
