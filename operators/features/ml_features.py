@@ -65,7 +65,7 @@ class MlFeaturesSnap:
 def _alpha(halflife: float, key: str) -> float:
     if not halflife > 0:
         raise ConfigError(key, f"must be > 0, was {halflife!r}")
-    return 1.0 - 0.5 ** (1.0 / halflife)
+    return float(1.0 - 0.5 ** (1.0 / halflife))
 
 
 class MlFeatures:
