@@ -210,6 +210,58 @@ class EwmaCovariance:
         return core
 
 
+class ReturnWindow:
+    """The last `size` bars of returns as a matrix (bars × assets, NaN where an asset had none).
+
+    `RollingCovariance` keeps one beside its bars, derived from them (rebuilt on restore, never snapshotted), so
+    that `window_returns` is a numpy selection instead of a walk over the bars' dicts.
+
+    >>> w = ReturnWindow(2)
+    >>> for bar in ({"a": 0.1}, {"a": 0.2, "b": 0.3}, {"a": 0.4, "b": 0.5}):
+    ...     w.add(bar)
+    >>> w.block(["a", "b"]).tolist()
+    [[0.2, 0.3], [0.4, 0.5]]
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.cols: dict[str, int] = {}
+        self.buf = np.full((size, 16), np.nan)
+        self.added = 0
+
+    def add(self, returns: Mapping[str, float | None]) -> None:
+        row = self.added % self.size
+        self.buf[row, :] = np.nan
+        for a, r in returns.items():
+            if r is None:
+                continue
+            j = self.cols.get(a)
+            if j is None:
+                j = self.cols[a] = len(self.cols)
+                if j >= self.buf.shape[1]:
+                    grown = np.full((self.size, 2 * self.buf.shape[1]), np.nan)
+                    grown[:, : self.buf.shape[1]] = self.buf
+                    self.buf = grown
+            self.buf[row, j] = r
+        self.added += 1
+
+    def forget(self, asset: str) -> None:
+        """The asset's returns leave the window (its column is kept, empty, for when it comes back)."""
+        j = self.cols.get(asset)
+        if j is not None:
+            self.buf[:, j] = np.nan
+
+    def block(self, assets: Sequence[str]) -> F64:
+        """Returns of `assets` over the window, oldest bar first, only bars where every one has a return."""
+        n = min(self.added, self.size)
+        order = np.arange(self.added - n, self.added) % self.size
+        cols = np.array([self.cols.get(a, -1) for a in assets], dtype=np.int64)
+        if not n or (cols.size and cols.min() < 0):
+            return np.zeros((0, len(assets)))
+        m = self.buf[np.ix_(order, cols)]
+        return np.asarray(m[~np.isnan(m).any(axis=1)], dtype=np.float64)
+
+
 @dataclass(frozen=True, slots=True)
 class RollingCovarianceSnap:
     version: int
@@ -246,6 +298,7 @@ class RollingCovariance:
         self.window_bars = window_bars
         self._s = _PairwiseState()
         self._window: deque[dict[str, float]] = deque()
+        self._matrix = ReturnWindow(window_bars)  # the same bars as a matrix, for window_returns
         self._since_refresh = 0
 
     @property
@@ -258,6 +311,7 @@ class RollingCovariance:
         bar = {k: float(v) for k, v in returns.items() if v is not None and not math.isnan(v)}
         self._add(bar)
         self._window.append(bar)
+        self._matrix.add(bar)
         if len(self._window) > self.window_bars:
             self._drop(self._window.popleft())
         self._since_refresh += 1
@@ -318,6 +372,7 @@ class RollingCovariance:
         self._s.remove(asset)
         for bar in self._window:
             bar.pop(asset, None)
+        self._matrix.forget(asset)
 
     def estimate(self) -> CovarianceEstimate:
         s = self._s
@@ -328,12 +383,7 @@ class RollingCovariance:
     def window_returns(self, assets: Sequence[str] | None = None) -> tuple[tuple[str, ...], F64]:
         """The window's returns (bars x assets) of `assets` (default: all), only bars where every one has one."""
         names = tuple(self._s.assets if assets is None else assets)
-        rows = [[bar[a] for a in names] for bar in self._window if all(a in bar for a in names)]
-        return names, np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
-
-    def bars(self) -> tuple[dict[str, float], ...]:
-        """The window's bars, oldest first: each the returns present that bar."""
-        return tuple(dict(bar) for bar in self._window)
+        return names, self._matrix.block(names)
 
     def flush(self) -> list[CovarianceEstimate]:
         return []
@@ -350,6 +400,8 @@ class RollingCovariance:
         core = cls(window_bars)
         core._s.load(snap.assets, snap.m, snap.c, snap.n)
         core._window.extend(dict(bar) for bar in snap.window)
+        for bar in core._window:
+            core._matrix.add(bar)
         core._since_refresh = snap.since_refresh
         return core
 
@@ -393,8 +445,18 @@ def condition_number(cov: F64) -> float:
     """
     if cov.size == 0:
         return 1.0
-    vals = np.linalg.eigvalsh((cov + cov.T) / 2.0)
-    return float(vals[-1] / vals[0]) if vals[0] > 0 else math.inf
+    return condition_of(np.asarray(np.linalg.eigvalsh((cov + cov.T) / 2.0), dtype=np.float64))
+
+
+def condition_of(eigenvalues: F64) -> float:
+    """`condition_number` from a symmetric matrix's ascending eigenvalues (1 for none, inf when the smallest <= 0).
+
+    >>> condition_of(np.array([1.0, 4.0])), condition_of(np.array([0.0, 4.0]))
+    (4.0, inf)
+    """
+    if eigenvalues.size == 0:
+        return 1.0
+    return float(eigenvalues[-1] / eigenvalues[0]) if eigenvalues[0] > 0 else math.inf
 
 
 def _centered(returns: F64, assume_centered: bool) -> F64:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +31,7 @@ from operators.covariance.streaming import (
     RollingCovariance,
     RollingCovarianceSnap,
     condition_number,
+    condition_of,
     constant_correlation,
     ledoit_wolf,
     nearest_psd,
@@ -54,52 +55,6 @@ def asset_of(key: str) -> str:
     """
     symbol = key.partition(":")[2] if ":" in key else key
     return symbol.partition("/")[0]
-
-
-class ReturnWindow:
-    """The last `size` bars of returns as a matrix (bars × assets, NaN where an asset had none), for shrinkage.
-
-    Derived state: it holds the same bars as the rolling covariance and is rebuilt from them on restore, so
-    it is never snapshotted. Taking a block is a numpy selection instead of a walk over the bars' dicts.
-
-    >>> w = ReturnWindow(2)
-    >>> for bar in ({"a": 0.1}, {"a": 0.2, "b": 0.3}, {"a": 0.4, "b": 0.5}):
-    ...     w.add(bar)
-    >>> w.block(["a", "b"]).tolist()
-    [[0.2, 0.3], [0.4, 0.5]]
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.cols: dict[str, int] = {}
-        self.buf = np.full((size, 16), np.nan)
-        self.added = 0
-
-    def add(self, returns: Mapping[str, float | None]) -> None:
-        row = self.added % self.size
-        self.buf[row, :] = np.nan
-        for a, r in returns.items():
-            if r is None:
-                continue
-            j = self.cols.get(a)
-            if j is None:
-                j = self.cols[a] = len(self.cols)
-                if j >= self.buf.shape[1]:
-                    grown = np.full((self.size, 2 * self.buf.shape[1]), np.nan)
-                    grown[:, : self.buf.shape[1]] = self.buf
-                    self.buf = grown
-            self.buf[row, j] = r
-        self.added += 1
-
-    def block(self, assets: Sequence[str]) -> F64:
-        """Returns of `assets` over the window, oldest bar first, only bars where every one has a return."""
-        n = min(self.added, self.size)
-        order = np.arange(self.added - n, self.added) % self.size
-        cols = np.array([self.cols.get(a, -1) for a in assets], dtype=np.int64)
-        if not n or (cols.size and cols.min() < 0):
-            return np.zeros((0, len(assets)))
-        m = self.buf[np.ix_(order, cols)]
-        return np.asarray(m[~np.isnan(m).any(axis=1)], dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,11 +98,17 @@ class EngineSettings:
     def tier_of(self) -> dict[str, str]:
         return {a: t for t, assets in self.tiers for a in assets}
 
-    def budgets(self, regime: str) -> dict[str, float]:
-        """The tier budgets in force: the regime's (regime_tiers), the configured ones, or {} (equal)."""
-        if self.method == "regime_tiers":
-            return dict(dict(self.regime_budgets).get(regime, ()))
-        return dict(self.tier_budgets)
+    @property
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        """Factor -> (low, high) of the portfolio's exposure; factors not named are unbounded."""
+        return {f: (lo, hi) for f, lo, hi in self.factor_bounds}
+
+    def budgets(self, regime: str, tiers: Iterable[str]) -> dict[str, float]:
+        """The tier budgets in force: the regime's (regime_tiers) or the configured ones; equal over `tiers`
+        when none are configured."""
+        given = dict(dict(self.regime_budgets).get(regime, ())) if self.method == "regime_tiers" else dict(
+            self.tier_budgets)
+        return given or dict.fromkeys(tiers, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +122,18 @@ class PortfolioEngineSnap:
     warm: tuple[float, ...] | None = None
     warm_assets: tuple[str, ...] = ()
     timeframe_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Risk:
+    """The risk side of one rebalance: the model over the assets held, its condition number, the shrinkage
+    intensity, and the assets' factor exposures (names and n × m betas)."""
+
+    model: RiskModel
+    condition_number: float
+    shrinkage: float
+    factors: tuple[str, ...]
+    exposures: F64
 
 
 @dataclass(slots=True)
@@ -203,12 +176,15 @@ class PortfolioEngine:
         self._mv_k: tuple[int, int] = (0, 0)
         self._rb: dict[int, RiskBudget] = {}
         self._warm: tuple[float, ...] | None = None
-        self._window = ReturnWindow(settings.window_bars) if settings.covariance == "rolling" else None
         self._asset_names: dict[str, str] = {}  # decision key -> asset, memoised
+        self._tier_of = settings.tier_of
         self._tf = 0  # the finest bar length seen: the unit of every return, of ex_ante_vol and of horizon_bars
 
     def _tier_members(self) -> dict[str, list[str]]:
         return {t: list(assets) for t, assets in self.s.tiers}
+
+    def _tier(self, key: str) -> str:
+        return self._tier_of.get(asset_of(key), OTHER_TIER)
 
     # --- every bar ---------------------------------------------------------------------------------------
 
@@ -238,8 +214,6 @@ class PortfolioEngine:
         if not returns:
             return []
         self.cov.update(returns)
-        if self._window is not None:
-            self._window.add(returns)
         market = self.factors.update(self._by_asset(returns))
         change = self.regime.update(ts, market)
         return [] if change is None else [change]
@@ -255,9 +229,7 @@ class PortfolioEngine:
                 if a is None:
                     a = names[key] = asset_of(key)
                 acc.setdefault(a, []).append(r)
-        if all(len(v) == 1 for v in acc.values()):
-            return {a: v[0] for a, v in sorted(acc.items())}
-        return {a: sum(v) / len(v) for a, v in sorted(acc.items())}
+        return {a: v[0] if len(v) == 1 else sum(v) / len(v) for a, v in sorted(acc.items())}
 
     # --- at a rebalance ----------------------------------------------------------------------------------
 
@@ -270,12 +242,13 @@ class PortfolioEngine:
         elapsed = (self.clock() - started) / 1e6 if self.clock is not None else 0.0
         for i, rec in enumerate(decision.records):
             if isinstance(rec, Rebalance):
-                decision.records[i] = _with_time(rec, elapsed)
+                decision.records[i] = dataclasses.replace(rec, solve_ms=elapsed)
         self._previous = {k: w for k, w in decision.weights.items() if w != 0.0}
         return decision.weights, decision.records
 
-    def _risk_model(self, live: Sequence[str]) -> tuple[RiskModel, float, float] | None:
-        """The risk model over the live keys with enough history, its condition number and shrinkage."""
+    def _risk_model(self, live: Sequence[str]) -> _Risk | None:
+        """The risk model over the live keys with enough history, with its condition number, shrinkage and the
+        assets' factor exposures."""
         est = self.cov.estimate()
         alive = set(live)
         keep = [a for a in est.assets if a in alive]
@@ -292,8 +265,8 @@ class PortfolioEngine:
         order = [sub.assets.index(a) for a in assets]
         cov = sub.cov[np.ix_(order, order)]
         intensity = self.s.shrinkage_intensity
-        if self._window is not None and self.s.shrinkage != "none":
-            rows = self._window.block(assets)
+        if isinstance(self.cov, RollingCovariance) and self.s.shrinkage != "none":
+            _, rows = self.cov.window_returns(assets)
             if rows.shape[0] >= self.s.min_bars:
                 shrunk = ledoit_wolf(rows) if self.s.shrinkage == "ledoit_wolf" else constant_correlation(rows)
                 cov, intensity = shrunk.cov, shrunk.intensity
@@ -304,22 +277,24 @@ class PortfolioEngine:
             cov, intensity = nearest_psd(cov), 0.0
         else:
             cov = shrink(nearest_psd(cov), intensity).cov
+        names = [asset_of(a) for a in assets]
         if self.s.risk_model == "factor":
-            model = self.factors.risk_model([asset_of(a) for a in assets], cov)
-            model = RiskModel(assets, model.loadings, model.specific)
-            return model, condition_number(cov), intensity
-        vals, vecs = np.linalg.eigh((cov + cov.T) / 2)  # one decomposition for the model and its condition number
-        cond = float(vals[-1] / vals[0]) if vals.size and vals[0] > 0 else (1.0 if not vals.size else math.inf)
-        return RiskModel.from_eigh(assets, vals, vecs), cond, intensity
+            model = self.factors.risk_model(names, cov)
+            model, cond = RiskModel(assets, model.loadings, model.specific), condition_number(cov)
+        else:
+            vals, vecs = np.linalg.eigh((cov + cov.T) / 2)  # one decomposition for the model and its condition
+            model, cond = RiskModel.from_eigh(assets, vals, vecs), condition_of(vals)
+        factors, exposures = self.factors.exposures(names)
+        return _Risk(model, cond, intensity, factors, exposures)
 
     def _solve(self, ts: int, live: Sequence[str], scores: Mapping[str, float], vol_bar: Mapping[str, float | None],
-               vol_target: Mapping[str, float], risk: tuple[RiskModel, float, float] | None) -> _Decision:
+               vol_target: Mapping[str, float], risk: _Risk | None) -> _Decision:
         s = self.s
         regime = self.regime.regime if s.method == "regime_tiers" else ""
         if s.method == "vol_target":
             weights = {k: vol_target.get(k, 0.0) for k in live}
             if risk is not None and s.correlation_aware:
-                model = risk[0]
+                model = risk.model
                 w = np.array([weights.get(a, 0.0) for a in model.assets])
                 scaled, _ = correlation_scale(w, model)
                 weights.update({a: float(x) for a, x in zip(model.assets, scaled)})
@@ -329,10 +304,10 @@ class PortfolioEngine:
             sol = Solution(weights=np.zeros(0), status="no_risk_model", solver="", fallback="previous",
                            objective=None, message=f"no asset has {s.min_bars} returns in common with the others yet")
             return self._record(ts, weights, risk, regime, sol, alert=False)
-        model = risk[0]
+        model = risk.model
         previous = np.array([self._previous.get(a, 0.0) for a in model.assets])
         if s.method == "mean_variance":
-            sol = self._mean_variance(model, scores, vol_bar, previous)
+            sol = self._mean_variance(risk, scores, vol_bar, previous)
         else:
             sol = self._tier_parity(model, regime)
         w = previous if sol.fallback == "previous" or sol.weights.shape != (model.n,) else sol.weights
@@ -340,10 +315,9 @@ class PortfolioEngine:
         weights.update({a: float(x) for a, x in zip(model.assets, w)})
         return self._record(ts, weights, risk, regime, sol)
 
-    def _mean_variance(self, model: RiskModel, scores: Mapping[str, float], vol_bar: Mapping[str, float | None],
+    def _mean_variance(self, risk: _Risk, scores: Mapping[str, float], vol_bar: Mapping[str, float | None],
                        previous: F64) -> Solution:
-        s = self.s
-        names, exposures = self.factors.exposures([asset_of(a) for a in model.assets])
+        s, model, names = self.s, risk.model, risk.factors
         k = model.n if s.risk_model == "sample" else 1 + s.n_statistical
         if self._mv is None or self._mv_assets != model.assets or self._mv_k != (k, len(names)):
             lo = 0.0 if s.long_only else -s.max_weight
@@ -351,15 +325,15 @@ class PortfolioEngine:
             if self._mv_assets == model.assets:  # restored from a snapshot taken with this universe
                 self._mv.set_warm_state(self._warm)
             self._mv_assets, self._mv_k = model.assets, (k, len(names))
-        bounds = dict((f, (lo, hi)) for f, lo, hi in s.factor_bounds)
+        bounds = s.bounds
         f_lo = np.array([bounds.get(f, (-np.inf, np.inf))[0] for f in names])
         f_hi = np.array([bounds.get(f, (-np.inf, np.inf))[1] for f in names])
         mu = np.array([s.alpha_ic * scores.get(a, 0.0) * (vol_bar.get(a) or 0.0) for a in model.assets])
         # a trade's cost is paid once and its expected return earned every bar it is held: amortise it over the
         # bars to the next rebalance, so the per-bar utility compares like with like
         costs = np.array([self.costs.get(a, 0.0) + s.turnover_penalty for a in model.assets]) / s.rebalance_bars
-        sol = self._mv.solve(mu=mu, model=model, exposures=exposures, factor_bounds=(f_lo, f_hi), previous=previous,
-                             costs=costs, risk_aversion=s.risk_aversion)
+        sol = self._mv.solve(mu=mu, model=model, exposures=risk.exposures, factor_bounds=(f_lo, f_hi),
+                             previous=previous, costs=costs, risk_aversion=s.risk_aversion)
         self._warm = self._mv.warm_state()
         if sol.fallback == "previous":
             return sol
@@ -376,11 +350,10 @@ class PortfolioEngine:
 
     def _tier_parity(self, model: RiskModel, regime: str) -> Solution:
         s = self.s
-        tier_of = s.tier_of
         tiers: dict[str, list[str]] = {}
         for a in model.assets:
-            tiers.setdefault(tier_of.get(asset_of(a), OTHER_TIER), []).append(a)
-        budgets = s.budgets(regime) or {t: 1.0 for t in tiers}
+            tiers.setdefault(self._tier(a), []).append(a)
+        budgets = s.budgets(regime, tiers)
         solver = self._rb.get(model.n)
         if solver is None:
             solver = self._rb[model.n] = RiskBudget(model.n, model.loadings.shape[1])
@@ -395,29 +368,26 @@ class PortfolioEngine:
         top = float(np.abs(sol.weights).max(initial=0.0))
         if top > 0:
             scale = min(scale, s.max_weight / top)
-        return Solution(weights=sol.weights * scale, status=sol.status, solver=sol.solver, fallback=sol.fallback,
-                        objective=sol.objective, message=sol.message)
+        return dataclasses.replace(sol, weights=sol.weights * scale)
 
-    def _record(self, ts: int, weights: dict[str, float], risk: tuple[RiskModel, float, float] | None, regime: str,
-                sol: Solution, *, alert: bool = True) -> _Decision:
+    def _record(self, ts: int, weights: dict[str, float], risk: _Risk | None, regime: str, sol: Solution, *,
+                alert: bool = True) -> _Decision:
         s = self.s
         out: list[PortfolioRecord] = []
         vol, cond, intensity, n = 0.0, math.nan, math.nan, 0
         if risk is not None:
-            model, cond, intensity = risk
+            model, cond, intensity = risk.model, risk.condition_number, risk.shrinkage
             n = model.n
             w = np.array([weights.get(a, 0.0) for a in model.assets])
             vol = model.volatility(w)
             shares = model.contributions(w)
-            tier_of = s.tier_of
-            budgets = s.budgets(regime) if s.method in ("tier_risk_parity", "regime_tiers") else {}
-            tiers_seen = {tier_of.get(asset_of(a), OTHER_TIER) for a in model.assets}
-            if s.method in ("tier_risk_parity", "regime_tiers") and not budgets:
-                budgets = {t: 1.0 for t in tiers_seen}
+            tiers_seen = {self._tier(a) for a in model.assets}
+            parity = s.method in ("tier_risk_parity", "regime_tiers")
+            budgets = s.budgets(regime, sorted(tiers_seen)) if parity else {}
             total = sum(v for t, v in budgets.items() if t in tiers_seen)
             by_tier: dict[str, list[float]] = {}
             for a, x, sh in zip(model.assets, w, shares):
-                tier = tier_of.get(asset_of(a), OTHER_TIER)
+                tier = self._tier(a)
                 out.append(RiskShare(ts_event=ts, kind="asset", name=a, tier=tier, weight=float(x), share=float(sh),
                                      budget=math.nan))
                 acc = by_tier.setdefault(tier, [0.0, 0.0])
@@ -427,9 +397,8 @@ class PortfolioEngine:
                 budget = budgets.get(tier, 0.0) / total if total > 0 and budgets else math.nan
                 out.append(RiskShare(ts_event=ts, kind="tier", name=tier, tier=tier, weight=tw, share=tsh,
                                      budget=budget))
-            names, exposures = self.factors.exposures([asset_of(a) for a in model.assets])
-            bounds = dict((f, (lo, hi)) for f, lo, hi in s.factor_bounds)
-            for f, e in zip(names, exposures.T @ w):
+            bounds = s.bounds
+            for f, e in zip(risk.factors, risk.exposures.T @ w):
                 lo, hi = bounds.get(f, (-math.inf, math.inf))
                 out.append(Exposure(ts_event=ts, factor=f, exposure=float(e), lower=lo, upper=hi))
             if s.risk_model == "factor":  # statistical factors: loadings after the market column, unit length
@@ -468,9 +437,6 @@ class PortfolioEngine:
         core = cls(settings, costs, clock)
         if isinstance(snap.covariance, RollingCovarianceSnap):
             core.cov = RollingCovariance.restore(settings.window_bars, snap.covariance)
-            for bar in core.cov.bars():
-                assert core._window is not None
-                core._window.add(bar)
         else:
             core.cov = EwmaCovariance.restore(settings.halflife_bars, snap.covariance)
         core.factors = FactorModel.restore(settings.halflife_bars, snap.factors, benchmark=settings.benchmark or None,
@@ -488,6 +454,3 @@ def _closed_form(with_risk: bool) -> Solution:
     return Solution(weights=np.zeros(0), status="closed_form" if with_risk else "no_risk_model", solver="",
                     fallback="none", objective=None, message="")
 
-
-def _with_time(rec: Rebalance, ms: float) -> Rebalance:
-    return Rebalance(**{**{f: getattr(rec, f) for f in rec.__dataclass_fields__}, "solve_ms": ms})

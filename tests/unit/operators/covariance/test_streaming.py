@@ -14,6 +14,7 @@ from helpers import hourly_log_returns
 from operators.covariance.streaming import (
     EwmaCovariance,
     EwmaCovarianceSnap,
+    ReturnWindow,
     RollingCovariance,
     condition_number,
     constant_correlation,
@@ -327,3 +328,13 @@ def test_hourly_universe_ewma_equals_batch_and_restores(hourly: tuple[tuple[str,
     psd = shrink(a.complete().cov, ledoit_wolf_intensity(rets[-500:][:, np.isfinite(rets[-500:]).all(axis=0)]))
     assert np.linalg.eigvalsh(psd.cov).min() >= -1e-12 * float(np.abs(psd.cov).max())
     assert math.isfinite(psd.condition_number)
+
+
+def test_return_window_block_keeps_complete_rows_oldest_first() -> None:
+    w = ReturnWindow(3)
+    for bar in ({"a": 1.0}, {"a": 2.0, "b": 5.0}, {"b": 6.0}, {"a": 4.0, "b": 7.0}):
+        w.add(bar)
+    assert w.block(["a", "b"]).tolist() == [[2.0, 5.0], [4.0, 7.0]]
+    assert w.block(["a", "zzz"]).shape == (0, 2)
+    w.forget("b")
+    assert w.block(["a", "b"]).shape == (0, 2) and w.block(["a"]).tolist() == [[2.0], [4.0]]

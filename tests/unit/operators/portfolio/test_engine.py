@@ -10,7 +10,7 @@ import pytest
 
 from headrace.errors import ConfigError
 from headrace.events import Alert, Exposure, Rebalance, RiskShare
-from operators.portfolio.engine import EngineSettings, PortfolioEngine, ReturnWindow, asset_of
+from operators.portfolio.engine import EngineSettings, PortfolioEngine, asset_of
 
 H = 3_600 * 10**9
 T0 = 1_600_000_000 * 10**9
@@ -87,14 +87,6 @@ def test_a_price_from_another_instrument_gives_no_return() -> None:
     e.observe(T0 + H, {"BTC": (90.0, "b:BTC/USD", H)})  # the venue changed: no return
     e.observe(T0 + 2 * H, {"BTC": (99.0, "b:BTC/USD", H)})
     assert e.cov.estimate().counts[0, 0] == 1
-
-
-def test_return_window_block_keeps_complete_rows_oldest_first() -> None:
-    w = ReturnWindow(3)
-    for bar in ({"a": 1.0}, {"a": 2.0, "b": 5.0}, {"b": 6.0}, {"a": 4.0, "b": 7.0}):
-        w.add(bar)
-    assert w.block(["a", "b"]).tolist() == [[2.0, 5.0], [4.0, 7.0]]
-    assert w.block(["a", "zzz"]).shape == (0, 2)
 
 
 def test_before_min_bars_there_is_no_risk_model_and_no_alert() -> None:
