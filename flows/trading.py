@@ -147,13 +147,13 @@ def engine_settings(config: Config) -> EngineSettings | None:
         timeframe_ns=config.timeframe_ns, rebalance_bars=strat.rebalance_bars, account=config.account.id)
 
 
-def trading_costs(config: Config, w: Wiring) -> dict[str, float]:
-    """Per decision key, the cost of trading one unit of weight: taker fee plus half spread (router on: the
-    cheapest venue that carries the asset)."""
+def trading_costs(w: Wiring) -> dict[str, float]:
+    """Per decision key, the cost of trading one unit of weight: taker fee plus half spread, as the simulated
+    venue charges them (router on: the cheapest listing that carries the asset)."""
     if w.listings is not None:
         return {a: min(li.fee_rate + li.half_spread for li in ls) for a, ls in w.listings.items() if ls}
-    return {i: (config.venue(split_instrument(i)[0]).taker_fee_bps
-                + config.venue(split_instrument(i)[0]).half_spread_bps) / 1e4 for i in w.universe}
+    costs = {i: w.sim.costs[split_instrument(i)[0]] for i in w.universe}
+    return {i: (c.taker_fee_bps + c.half_spread_bps) / 1e4 for i, c in costs.items()}
 
 
 def _rows_of_features(batch: FeatureBatch) -> list[WrittenEvent]:
@@ -215,7 +215,7 @@ def build_flow(plan: ReplayPlan | None, config: Config, run_id: str, *, dsn: str
                              quote_max_age_ns=parse_duration(rc.quote_max_age))
 
     settings = engine_settings(config)
-    costs = trading_costs(config, w)
+    costs = trading_costs(w)
 
     def new_engine(snap: PortfolioEngineSnap | None = None) -> PortfolioEngine | None:
         if settings is None:

@@ -32,7 +32,7 @@ def plain_loop(plan: ReplayPlan, config: Config) -> list[Any]:
     builders = {i: BarBuilder(i, config.timeframe_ns) for i in plan.universe}
     feats = {i: BarFeatures(f.vol_halflife_bars, f.momentum_lookback_bars) for i in plan.universe}
     settings = engine_settings(config)
-    engine = PortfolioEngine(settings, trading_costs(config, w)) if settings is not None else None
+    engine = PortfolioEngine(settings, trading_costs(w)) if settings is not None else None
     cross = CrossSectionCore(plan.universe, CrossSectionalMomentum(), sizer, s.rebalance_bars, s.min_instruments,
                              stale_after_ns=parse_duration(s.stale_after), engine=engine)
     account = Account(a.id, w.venues, w.fx, w.sim, initial_cash=a.initial_cash, min_trade_weight=z.min_trade_weight,
