@@ -261,6 +261,33 @@ class Features:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FeatureVector:
+    """The model inputs of one instrument at one bar close, and why they may not be used.
+
+    `values` holds only the features the data had at this bar (name, value); `flags` is empty when the
+    vector is valid, else names why not (``warmup``, ``gap``, ``quarantine``). A model neither learns from
+    nor trades on an invalid vector.
+    """
+
+    instrument: str
+    ts_event: int
+    values: tuple[tuple[str, float], ...]
+    flags: tuple[str, ...] = ()
+    close: float = math.nan  # the bar's close: the price the forward-return label is measured from
+
+    @property
+    def valid(self) -> bool:
+        return not self.flags
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.values)
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("feature_vector", self.instrument, self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FeatureBatch:
     """Bars of one instrument with their features, and the instrument's watermark after them."""
 
@@ -268,6 +295,8 @@ class FeatureBatch:
     watermark: int
     bars: tuple[Bar, ...]
     features: tuple[Features, ...]
+    vectors: tuple[FeatureVector | None, ...] = ()  # ML on: one per bar (None: ML off for it), else empty
+    stored: tuple[FeatureVector, ...] = ()  # the vectors written to ClickHouse (every one, or sampled)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -328,6 +357,7 @@ class CrossSection:
     statuses: tuple[InstrumentStatus, ...] = ()  # instruments that went stale or came back at this time
     arbitrage: tuple[ArbSignal, ...] = ()  # cross-venue spreads confirmed or ended at this time (router on)
     portfolio: tuple[PortfolioRecord, ...] = ()  # the portfolio engine's records of this rebalance
+    ml: tuple[MlRecord, ...] = ()  # the online models' predictions, outcomes, metrics, weights and drift
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -639,6 +669,164 @@ class RegimeSwitch:
 PortfolioRecord = Rebalance | RiskShare | Exposure | RegimeSwitch | Alert
 
 
+# ---------------------------------------------------------------------------------------------------
+# Online models (docs/ml.md)
+
+MlPurpose = Literal["learn", "decide"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MlPrediction:
+    """One prediction of a model, with everything needed to explain it.
+
+    `purpose` is ``learn`` (made on a learning bar, scored when its label is known) or ``decide`` (made at a
+    rebalance for the blend). `value` is P(up) for a classifier, the forward log return for a regressor;
+    `score` the value on the rule signal's scale in [-1, 1] (decide only, else NaN). `version` counts the
+    updates the model had learnt when it predicted. `names`/`inputs` are the feature vector (made at
+    `feature_ts`); for a linear model `contributions` holds each input's term of the decision function and
+    `intercept` its constant (empty / NaN for a forest).
+    """
+
+    model: str
+    version: int
+    instrument: str
+    ts_event: int
+    purpose: MlPurpose
+    value: float
+    score: float
+    feature_ts: int
+    names: tuple[str, ...]
+    inputs: tuple[float, ...]
+    contributions: tuple[float, ...] = ()
+    intercept: float = math.nan
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("ml_prediction", self.model, self.instrument, self.ts_event, self.purpose)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MlOutcome:
+    """A learning-bar prediction whose label became known at `ts_resolved`: the prequential pair.
+
+    `label` is the realised forward log return over the horizon; `regime` the market's volatility regime
+    at the prediction (``calm``, ``stressed``, ``warmup``).
+    """
+
+    model: str
+    version: int
+    instrument: str
+    ts_event: int
+    ts_resolved: int
+    value: float
+    label: float
+    regime: str
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("ml_outcome", self.model, self.instrument, self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MlMetric:
+    """Prequential scores of one model at `ts_event`, over all instruments (`instrument` ``""``) or one, and
+    over every regime (`regime` ``""``) or one. Cumulative log loss, accuracy, MAE and hit rate; the
+    information coefficient over the last `window_samples` pairs. NaN where the kind has no such score."""
+
+    model: str
+    ts_event: int
+    instrument: str
+    regime: str
+    samples: int
+    window_samples: int
+    log_loss: float
+    accuracy: float
+    mae: float
+    hit_rate: float
+    ic: float
+    drift_events: int
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("ml_metric", self.model, self.instrument, self.regime, self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MlSkill:
+    """A score used or offered at a rebalance (`ts_event`), by a model or a rule factor, and the forward log
+    return over the horizon that followed it (known at `ts_resolved`). `mode`: shadow | blended | rules."""
+
+    name: str
+    mode: str
+    instrument: str
+    ts_event: int
+    ts_resolved: int
+    score: float
+    label: float
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("ml_skill", self.name, self.instrument, self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MlWeight:
+    """The blend weight of a model changed from `previous` to `weight` at a rebalance, and why."""
+
+    model: str
+    ts_event: int
+    previous: float
+    weight: float
+    reason: str
+    model_ic: float
+    rules_ic: float
+    samples: int
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("ml_weight", self.model, self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MlDrift:
+    """ADWIN saw the error of `model` change at `ts_event`; `policy` is what was done (none | reset | relearn)."""
+
+    model: str
+    ts_event: int
+    policy: str
+    version: int  # the model's updates when the drift was detected
+    relearned: int  # labels the new model relearnt (relearn policy)
+    detail: str
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("ml_drift", self.model, self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MlModelState:
+    """A model's learnt state at the end of a run (`headrace ml export` reads it): `state` is the base64 of the
+    pickled River pipelines, one per key (``""`` for a pooled model), with the updates each had learnt."""
+
+    model: str
+    ts_event: int
+    kind: str
+    algorithm: str
+    pooled: bool
+    horizon_bars: int
+    updates: tuple[tuple[str, int], ...]
+    features: tuple[str, ...]  # the feature names the model was trained on
+    state: str
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("ml_model", self.model, self.ts_event)
+
+
+MlRecord = MlPrediction | MlOutcome | MlMetric | MlSkill | MlWeight | MlDrift | MlModelState | Alert
+
+
 WrittenEvent = (Bar | Features | Signal | Target | Order | Fill | Position | Equity | Quarantined | InstrumentStatus
                 | OrderStatus | RoutingDecision | ArbSignal | Balance | Alert | ReconciliationRecord | Rebalance
-                | RiskShare | Exposure | RegimeSwitch)
+                | RiskShare | Exposure | RegimeSwitch | FeatureVector | MlPrediction | MlOutcome | MlMetric | MlSkill
+                | MlWeight | MlDrift | MlModelState)

@@ -29,25 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from headrace.errors import ConfigError, InvariantError
-from headrace.events import Bar
+from headrace.events import Bar, FeatureVector
 from operators.base import check_version
-
-
-@dataclass(frozen=True, slots=True)
-class FeatureVector:
-    """The model inputs of one instrument at one bar close, and why they may not be used."""
-
-    instrument: str
-    ts_event: int
-    values: tuple[tuple[str, float], ...]  # name -> value, only the features the data had this bar
-    flags: tuple[str, ...]  # empty: valid
-
-    @property
-    def valid(self) -> bool:
-        return not self.flags
-
-    def as_dict(self) -> dict[str, float]:
-        return dict(self.values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +56,7 @@ class MlFeatures:
 
     Examples
     --------
-    >>> from headrace.events import Bar
+    >>> from headrace.events import Bar, FeatureVector
     >>> f = MlFeatures(horizons=(1, 2), vol_halflife=2.0, z_halflife=2.0, min_vol_bars=1)
     >>> bars = [Bar(instrument="x:A/B", ts_open=t, ts_event=t + 1, open=p, high=p, low=p, close=p, volume=1.0,
     ...             trades=1) for t, p in enumerate([100.0, 101.0, 99.0, 100.0])]
@@ -145,7 +128,7 @@ class MlFeatures:
                 micro = (bar.bid * bar.ask_size + bar.ask * bar.bid_size) / (bar.bid_size + bar.ask_size)
                 values.append(("microprice", (micro - mid) / mid))
         return FeatureVector(instrument=bar.instrument, ts_event=bar.ts_event, values=tuple(values),
-                             flags=self._flags(bar))
+                             flags=self._flags(bar), close=bar.close)
 
     def _flags(self, bar: Bar) -> tuple[str, ...]:
         flags = []
