@@ -316,6 +316,38 @@ class FactorBounds(Rule):
         return core_schema.no_info_before_validator_function(self.check, handler(source))
 
 
+@dataclass(frozen=True, slots=True)
+class Pattern(Rule):
+    """A string matching `regex`; `what` says in words what that allows (for messages and docs)."""
+
+    regex: str
+    what: str
+
+    def allowed(self) -> str:
+        return f"{self.regex} ({self.what})"
+
+    def check(self, v: Any) -> Any:
+        if not re.fullmatch(self.regex, v):
+            raise ValueError(f"must match {self.allowed()}")
+        return v
+
+
+@dataclass(frozen=True, slots=True)
+class IntList(Rule):
+    """A non-empty list of integers, each within [lo, hi]."""
+
+    lo: int
+    hi: int
+
+    def allowed(self) -> str:
+        return f"non-empty list of integers in [{_num(self.lo)}, {_num(self.hi)}]"
+
+    def check(self, v: Any) -> Any:
+        if not v or any(not self.lo <= x <= self.hi for x in v):
+            raise ValueError(f"must be a {self.allowed()}")
+        return v
+
+
 # shared bounds
 MAX_ROWS = 10_000_000
 MAX_BARS = 10_000_000
@@ -626,6 +658,98 @@ class MetricsConfig(BaseModel):
                 "duration such as '5m'")
 
 
+
+ML_DOCS = "docs/ml.md"
+MAX_ML_BARS = 100_000
+
+
+class MlModelConfig(BaseModel):
+    """One online model (one ``[[ml.models]]`` table)."""
+
+    model_config = _SECTION
+
+    name: Annotated[str, Pattern(r"^[a-z][a-z0-9_]{0,63}$", "a lower-case letter, then up to 63 of a-z, 0-9, _")] = (
+        Field(description="unique name of the model (in events, metrics and model files)"))
+    kind: Literal["classifier", "regressor"] = _key(
+        "classifier", "classifier: predicts P(up) over the horizon; regressor: the forward log return")
+    algorithm: Literal["linear", "forest"] = _key(
+        "linear", "linear: standard scaler + logistic (classifier) or linear (regressor) regression; forest: "
+                  "adaptive random forest")
+    pooled: bool = _key(True, "one model for all instruments, else one per instrument")
+    mode: Literal["shadow", "blended"] = _key(
+        "shadow", "shadow: predicted and scored with zero weight; blended: earns a weight in the alpha")
+
+
+DEFAULT_ML_MODELS = [
+    MlModelConfig(name="linear_shadow", kind="regressor", algorithm="linear", pooled=True, mode="shadow"),
+    MlModelConfig(name="logistic_blended", kind="classifier", algorithm="linear", pooled=True, mode="blended"),
+]
+
+
+class MlConfig(BaseModel):
+    model_config = _SECTION
+
+    enabled: bool = _key(True, "learn and predict online with the models listed under [[ml.models]]")
+    horizon_bars: Annotated[int, Range(0, MAX_ML_BARS, note="0: strategy.rebalance_bars")] = _key(
+        0, "label: forward log return over this many bars of each instrument (0: strategy.rebalance_bars)")
+    learn_every_bars: Annotated[int, Range(0, MAX_ML_BARS, note="0: the horizon")] = _key(
+        0, "learn on every n-th bar of each instrument (0: the horizon, so labels do not overlap)")
+    feature_horizons: Annotated[list[int], IntList(1, MAX_ML_BARS)] = _key(
+        [1, 12, 48], "horizons of the log returns in the feature vector, bars")
+    vol_halflife_bars: Annotated[float, Range(0, MAX_BARS, lo_open=True)] = _key(
+        48.0, "half-life of the EWMA volatility that scales the features, bars")
+    zscore_halflife_bars: Annotated[float, Range(0, MAX_BARS, lo_open=True)] = _key(
+        48.0, "half-life of the EWMA the price z-score is taken against, bars")
+    volume_halflife_bars: Annotated[float, Range(0, MAX_BARS, lo_open=True)] = _key(
+        48.0, "half-life of the EWMA of volume the volume surprise is measured against, bars")
+    min_vol_bars: Annotated[int, Range(1, MAX_BARS)] = _key(
+        10, "returns before the volatility (and so the feature vector) is valid")
+    store_features_every: Annotated[int, Range(0, MAX_BARS, note="0: none")] = _key(
+        1, "store every n-th feature vector of each instrument in ClickHouse (0: none)")
+    metrics_window: Annotated[int, Range(2, MAX_ROWS)] = _key(
+        500, "prediction-outcome pairs in the rolling information coefficient")
+    drift_delta: Annotated[float, Range(0, 1, lo_open=True, hi_open=True)] = _key(
+        0.002, "confidence of the ADWIN drift detector (smaller: fewer, surer alarms)")
+    drift_policy: Literal["none", "reset", "relearn"] = _key(
+        "relearn", "on drift: none alerts only; reset starts a fresh model; relearn starts a fresh model that "
+                   "relearns the last relearn_samples labels")
+    relearn_samples: Annotated[int, Range(1, MAX_ROWS)] = _key(
+        200, "labels a relearned model learns again after a drift")
+    blend_max_weight: Share = _key(
+        0.5, "cap of each blended model's weight in the alpha (the caps of all blended models sum to at most 1)")
+    blend_step: Fraction = _key(0.05, "a blended model's weight moves by this per rebalance")
+    blend_margin: Share = _key(0.02, "a model's IC must beat the rules' IC by this before its weight rises")
+    blend_min_samples: Annotated[int, Range(1, MAX_ROWS)] = _key(
+        200, "resolved decision-time samples before a blended model's weight may rise")
+    skill_window: Annotated[int, Range(2, MAX_ROWS)] = _key(
+        500, "decision-time prediction-outcome pairs in the ICs the blend gate compares")
+    warm_start: str = _key(
+        "", "a model file written by `headrace ml export` (or a name imported by `headrace ml import`); its "
+            "models start from the exported state (empty: fresh models)")
+    seed: Annotated[int, Range(0, 2**32 - 1)] = _key(42, "random seed of the forests")
+    models: list[MlModelConfig] = _key(
+        DEFAULT_ML_MODELS, "the online models, one [[ml.models]] table each; a config that lists [[ml.models]] "
+                           "replaces this list")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MlConfig:
+        def fail(key: str, reason: str) -> ConfigError:
+            return ConfigError(f"ml.{key}", f"{reason}; see {ML_DOCS}")
+        seen: dict[str, int] = {}
+        for i, m in enumerate(self.models):
+            if m.name in seen:
+                raise fail("models", f"model name {m.name!r} is listed twice (ml.models[{seen[m.name]}] and "
+                                     f"ml.models[{i}]): names must be unique")
+            seen[m.name] = i
+        if self.enabled and not self.models:
+            raise fail("models", "ml.enabled is true but no model is listed: list one under [[ml.models]] or set "
+                                 "ml.enabled = false")
+        blended = [m.name for m in self.models if m.mode == "blended"]
+        if self.blend_max_weight * len(blended) > 1:
+            raise fail("blend_max_weight", f"x {len(blended)} blended models ({', '.join(blended)}) must be at most "
+                                           f"1 (their weights sum to at most 1), was {self.blend_max_weight}")
+        return self
+
 class Config(BaseSettings):
     """The whole validated config; sections are attributes (``config.account.latency``).
 
@@ -648,6 +772,7 @@ class Config(BaseSettings):
     router: RouterConfig = Field(default_factory=RouterConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
     portfolio: PortfolioConfig = Field(default_factory=PortfolioConfig)
+    ml: MlConfig = Field(default_factory=MlConfig)
 
     _deprecations: tuple[str, ...] = PrivateAttr(default=())
 
@@ -720,6 +845,8 @@ def _node(parts: Sequence[str]) -> Any:
             node = field.annotation
         elif typing.get_origin(node) is dict:
             node = typing.get_args(node)[1]
+        elif typing.get_origin(node) is list and part.isdigit():
+            node = typing.get_args(node)[0]  # one entry of a list (``ml.models.1``, as validation errors name it)
         else:
             return None  # below a value
     return _unwrap(node)
@@ -975,13 +1102,20 @@ _REASONS = {
     "string_type": "must be a string",
     "model_type": "must be a table",
     "dict_type": "must be a table",
+    "list_type": "must be a list",
+    "missing": "is required",
 }
+
+
+def _dotted(loc: Sequence[Any]) -> str:
+    """Return a validation error's location as a key: ``ml.models[1].kind`` (list positions in brackets)."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
 
 
 def _config_error(e: ValidationError, sources: Mapping[str, str]) -> ConfigError:
     err = e.errors(include_url=False)[0]
     parts = [str(p) for p in err["loc"]]
-    key = ".".join(parts) or "<root>"
+    key = _dotted(err["loc"]) or "<root>"
     if err["type"] == "extra_forbidden":
         known = ", ".join(_known_here(parts[:-1]))
         reason = f"unknown key (known keys here: {known})"
@@ -995,7 +1129,7 @@ def _config_error(e: ValidationError, sources: Mapping[str, str]) -> ConfigError
         shown = _redact(repr(err["input"]))
         reason = reason if ", was " in reason else f"{reason}, was {shown}"
     origin = next((o for k, o in sources.items() if o and (k == key or k.startswith(f"{key}.") or
-                                                           key.startswith(f"{k}."))), "")
+                                                           key.startswith((f"{k}.", f"{k}[")))), "")
     where = f" (set by {origin})" if origin == "--set" else f" (set in {origin})" if origin else ""
     return ConfigError(key, f"{reason}{where}; see {DOCS}")
 
@@ -1024,6 +1158,8 @@ def _type_name(tp: Any) -> str:
         return "string"
     if typing.get_origin(tp) is dict:
         return f"table of {_type_name(typing.get_args(tp)[1])}s"
+    if typing.get_origin(tp) is list and _is_model(_unwrap(typing.get_args(tp)[0])):
+        return "list of tables"
     return {bool: "boolean", int: "integer", float: "number", str: "string"}.get(tp, str(tp))
 
 
@@ -1032,8 +1168,12 @@ def _toml(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, str):
         return f'"{v}"'
+    if isinstance(v, BaseModel):
+        return _toml(v.model_dump())
     if isinstance(v, dict):
         return "{}" if not v else "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
     return repr(v)
 
 
@@ -1051,8 +1191,34 @@ def _allowed(field: FieldInfo) -> str:
     return "true or false" if tp is bool else "any string" if tp is str else ""
 
 
+def _entry_model(tp: Any) -> type[BaseModel] | None:
+    """The model of one entry when `tp` is a list of tables (``ml.models``), else None."""
+    tp = _unwrap(tp)
+    if typing.get_origin(tp) is list and _is_model(_unwrap(typing.get_args(tp)[0])):
+        entry: type[BaseModel] = _unwrap(typing.get_args(tp)[0])
+        return entry
+    return None
+
+
+def describe_entries(key: str) -> list[KeyDoc]:
+    """Return the keys of one entry of the list of tables `key` (``ml.models`` -> ``ml.models[].name``, ...).
+
+    A list of tables is set whole (a file's ``[[ml.models]]`` tables, or an inline array from ``--set`` or
+    the environment), so its entries' keys have no variable of their own; a required key's default is
+    ``(required)``.
+    """
+    entry = _entry_model(_node(key.split(".")))
+    if entry is None:
+        raise ValueError(f"{key!r} is not a list of tables")
+    return [KeyDoc(d.key, d.type, d.default, d.allowed, "", d.help, d.value, d.rule)
+            for d in describe_keys(entry, f"{key}[].")]
+
+
 def describe_keys(cls: type[BaseModel] = Config, prefix: str = "") -> list[KeyDoc]:
-    """Return every documented key with its type, default, allowed values and environment variable."""
+    """Return every documented key with its type, default, allowed values and environment variable.
+
+    A list of tables (``ml.models``) is one key, set whole; `describe_entries` documents its entries' keys.
+    """
     out: list[KeyDoc] = []
     for name, field in cls.model_fields.items():
         tp = _unwrap(field.annotation)
@@ -1062,10 +1228,13 @@ def describe_keys(cls: type[BaseModel] = Config, prefix: str = "") -> list[KeyDo
             out += describe_keys(_unwrap(typing.get_args(tp)[1]), f"{prefix}{name}.<name>.")
         else:
             key = f"{prefix}{name}"
-            default = field.get_default(call_default_factory=True)
+            default = None if field.is_required() else field.get_default(call_default_factory=True)
             env = ENV_PREFIX + key.replace("<name>", "<NAME>").upper().replace(".", ENV_DELIMITER)
-            out.append(KeyDoc(key, _type_name(tp), _toml(default), _allowed(field), env, field.description or "",
-                              default, _rule(field)))
+            entry = _entry_model(tp)
+            allowed = (f"[[{key}]] tables of {', '.join(entry.model_fields)}" if entry is not None
+                       else _allowed(field))
+            out.append(KeyDoc(key, _type_name(tp), "(required)" if field.is_required() else _toml(default), allowed,
+                              env, field.description or "", default, _rule(field)))
     return out
 
 
@@ -1120,6 +1289,12 @@ def reference_markdown() -> str:
         "prints a deprecation line naming `account.latency`; setting `latency_bars` together with",
         "`account.latency` or `account.fill_on` is an error.",
         "",
+        "**Lists of tables** (`[[ml.models]]`) are set whole: a config file that lists `[[ml.models]]` tables",
+        "replaces the default list, and from `--set` or the environment the value is a TOML inline array of",
+        "tables (`--set 'ml.models=[{name = \"a\", kind = \"regressor\"}]'`); keys left out of an entry take",
+        "the defaults in the `ml.models[].…` rows. An error in one entry names it by position",
+        "(`ml.models[1].kind`, counting from 0).",
+        "",
         "Durations are a whole number and a unit: `ns`, `us`, `ms`, `s`, `m`, `h`, `d` (`250ms`, `90s`, `1h`).",
         "Ranges are written `[a, b]` (both ends allowed) or `(a, b]` (a itself excluded).",
         "",
@@ -1135,12 +1310,18 @@ def reference_markdown() -> str:
     for d in describe_keys():
         allowed = f"`{cell(d.allowed)}`" if d.allowed else ""
         lines.append(f"| `{d.key}` | {d.type} | `{cell(d.default)}` | {allowed} | {cell(d.help)} | `{d.env}` |")
+        if d.type == "list of tables":
+            for e in describe_entries(d.key):
+                allowed = f"`{cell(e.allowed)}`" if e.allowed else ""
+                lines.append(f"| `{e.key}` | {e.type} | `{cell(e.default)}` | {allowed} | {cell(e.help)} | "
+                             f"(in `{d.env}`) |")
     return "\n".join(lines) + "\n"
 
 
 __all__ = [
-    "AccountConfig", "Config", "EnvironmentSource", "FeaturesConfig", "MetricsConfig", "ReplayConfig",
-    "SizingConfig", "StorageConfig", "StrategyConfig", "ValidationConfig", "VenueConfig", "apply_override",
-    "build_config", "default_config_text", "describe", "describe_keys", "format_duration", "load_config",
-    "parse_date_ns", "parse_duration", "parse_timeframe", "parse_value", "reference_markdown",
+    "AccountConfig", "Config", "EnvironmentSource", "FeaturesConfig", "MetricsConfig", "MlConfig", "MlModelConfig",
+    "ReplayConfig", "SizingConfig", "StorageConfig", "StrategyConfig", "ValidationConfig", "VenueConfig",
+    "apply_override", "build_config", "default_config_text", "describe", "describe_entries", "describe_keys",
+    "format_duration", "load_config", "parse_date_ns", "parse_duration", "parse_timeframe", "parse_value",
+    "reference_markdown",
 ]
