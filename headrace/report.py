@@ -571,3 +571,180 @@ def portfolio_report(db: Queryable, run_ids: Sequence[str]) -> list[dict[str, An
         d["regime_changes"] = regimes.get(str(r["run_id"]), 0)
         out.append(d)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Online models (docs/ml.md)
+
+ML_SKILL_SQL = """
+SELECT name, argMax(mode, ts_event) AS mode, count() AS n, corr(rank_score, rank_label) AS ic,
+       avg((score > 0) = (label > 0)) AS hit_rate
+FROM (
+    -- Spearman as the Pearson correlation of average ranks: exact with ties (ClickHouse's rankCorr is not)
+    SELECT name, mode, ts_event, score, label,
+           rank() OVER (PARTITION BY name ORDER BY score) + (count() OVER (PARTITION BY name, score) - 1) / 2
+               AS rank_score,
+           rank() OVER (PARTITION BY name ORDER BY label) + (count() OVER (PARTITION BY name, label) - 1) / 2
+               AS rank_label
+    FROM ml_skill FINAL
+    WHERE run_id = {run:String} AND isFinite(score) AND isFinite(label)
+)
+GROUP BY name
+"""
+
+ML_METRICS_SQL = """
+SELECT model, argMax(samples, ts_event) AS samples, argMax(log_loss, ts_event) AS log_loss,
+       argMax(accuracy, ts_event) AS accuracy, argMax(mae, ts_event) AS mae, argMax(hit_rate, ts_event) AS hit_rate,
+       argMax(ic, ts_event) AS ic, argMax(drift_events, ts_event) AS drift_events
+FROM ml_metrics FINAL
+WHERE run_id = {run:String} AND instrument = '' AND regime = ''
+GROUP BY model
+"""
+
+ML_WEIGHTS_SQL = """
+SELECT model, argMax(weight, ts_event) AS weight, count() AS changes
+FROM ml_weights FINAL
+WHERE run_id = {run:String}
+GROUP BY model
+"""
+
+ML_MODELS_SQL = """
+SELECT model, toUnixTimestamp64Nano(ts_event) AS ts_ns, kind, algorithm, pooled, horizon_bars, update_keys,
+       update_counts, features, state
+FROM ml_models FINAL
+WHERE run_id = {run:String}
+ORDER BY model, ts_event DESC, event_id DESC
+LIMIT 1 BY model
+"""
+
+
+def _finite(v: Any) -> Any:
+    """`v`, or None for a NaN or infinite float (JSON has neither)."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def ml_report(db: Queryable, run_id: str) -> list[dict[str, Any]]:
+    """One object per model and per rule factor of a run: the comparison `headrace ml report` prints.
+
+    `ic`, `decision_samples` and `decision_hit_rate` are over the decision-time pairs of ``ml_skill`` (score
+    offered at a rebalance against the forward return that followed), the same samples for models and rules:
+    Spearman rank correlation (average ranks for ties, as scipy's `spearmanr`), count, and the share whose
+    score had the sign of the return. For a model,
+    `samples`, `log_loss`, `accuracy`, `mae`, `hit_rate`, `drift_events` and `prequential_ic` come from its
+    latest prequential scores over every instrument and regime (``ml_metrics``). A rule factor has
+    `samples` = its decision pairs, `hit_rate` = their hit rate, no log loss and no drift.
+
+    `final_weight`: a blended model's last blend weight (0 before the first change), 0 for a shadow model,
+    and for each rule factor the rules' share, 1 minus the blended models' weights; `weight_changes` counts
+    the rows of ``ml_weights`` (for the rules: all models' changes). A model with no decision pairs is
+    ``shadow`` unless it has weight rows. NaN and infinities are None. Rules first, then models by name;
+    an empty list when the run has no ML rows.
+    """
+    p = {"run": run_id}
+    skill = {str(r["name"]): r for r in db.query(ML_SKILL_SQL, p)}
+    metrics = {str(r["model"]): r for r in db.query(ML_METRICS_SQL, p)}
+    weights = {str(r["model"]): r for r in db.query(ML_WEIGHTS_SQL, p)}
+    states = {str(r["model"]): r for r in db.query(ML_MODELS_SQL, p)}
+    drifts = {str(r["model"]): int(r["n"]) for r in db.query(
+        "SELECT model, count() AS n FROM ml_drift FINAL WHERE run_id = {run:String} GROUP BY model", p)}
+    rules = sorted(n for n, r in skill.items() if r["mode"] == "rules")
+    models = sorted(({n for n, r in skill.items() if r["mode"] != "rules"} | set(metrics) | set(weights)
+                     | set(states)) - set(rules))
+    out: list[dict[str, Any]] = []
+    blended_weight = 0.0
+    for name in models:
+        s, m, w = skill.get(name), metrics.get(name), weights.get(name)
+        mode = str(s["mode"]) if s is not None else ("blended" if w is not None else "shadow")
+        final = float(w["weight"]) if mode == "blended" and w is not None else 0.0
+        blended_weight += final if mode == "blended" else 0.0
+        n = int(s["n"]) if s is not None else 0
+        out.append({
+            "name": name, "mode": mode, "kind": states[name]["kind"] if name in states else None,
+            "samples": int(m["samples"]) if m is not None else 0,
+            "ic": _finite(float(s["ic"])) if s is not None and n > 1 else None,
+            "hit_rate": _finite(float(m["hit_rate"])) if m is not None else None,
+            "log_loss": _finite(float(m["log_loss"])) if m is not None else None,
+            "accuracy": _finite(float(m["accuracy"])) if m is not None else None,
+            "mae": _finite(float(m["mae"])) if m is not None else None,
+            "prequential_ic": _finite(float(m["ic"])) if m is not None else None,
+            "drift_events": int(m["drift_events"]) if m is not None else drifts.get(name, 0),
+            "decision_samples": n,
+            "decision_hit_rate": _finite(float(s["hit_rate"])) if s is not None else None,
+            "final_weight": final,
+            "weight_changes": int(w["changes"]) if w is not None else 0,
+        })
+    changes = sum(int(w["changes"]) for w in weights.values())
+    rule_rows = []
+    for name in rules:
+        s = skill[name]
+        n = int(s["n"])
+        hit = _finite(float(s["hit_rate"]))
+        rule_rows.append({
+            "name": name, "mode": "rules", "kind": None, "samples": n,
+            "ic": _finite(float(s["ic"])) if n > 1 else None, "hit_rate": hit, "log_loss": None,
+            "accuracy": None, "mae": None, "prequential_ic": None, "drift_events": 0,
+            "decision_samples": n, "decision_hit_rate": hit, "final_weight": 1.0 - blended_weight,
+            "weight_changes": changes,
+        })
+    return rule_rows + out
+
+
+ML_EXPLAIN_SQL = """
+SELECT model, version, purpose, toUnixTimestamp64Nano(ts_event) AS ts_ns,
+       toUnixTimestamp64Nano(feature_ts) AS feature_ns, value, score, names, inputs, contributions, intercept
+FROM ml_predictions FINAL
+WHERE run_id = {run:String} AND instrument = {instrument:String} AND ts_event <= fromUnixTimestamp64Nano({at:Int64})
+ORDER BY model, ts_event DESC, purpose = 'decide' DESC
+LIMIT 1 BY model
+"""
+
+
+def ml_explain(db: Queryable, run_id: str, instrument: str, at_ns: int) -> list[dict[str, Any]]:
+    """Per model, its last prediction for `instrument` made at or before `at_ns` (epoch ns), explained.
+
+    Of a ``learn`` and a ``decide`` prediction made at the same time the ``decide`` one is shown. Each has its
+    `features` (``{name, value, contribution}``; contribution None for a forest), `intercept`, `value`,
+    `score` and, once known, the `label` (the forward log return: from ``ml_outcomes`` for a learning-bar
+    prediction, else from the decision-time pair in ``ml_skill``) with `label_ts` (when it became known) and
+    `label_source` (``outcome`` | ``skill``); all three None while the label is not known. Times are epoch ns.
+    """
+    p: dict[str, Any] = {"run": run_id, "instrument": instrument, "at": int(at_ns)}
+    out = []
+    for r in db.query(ML_EXPLAIN_SQL, p):
+        q = {**p, "model": r["model"], "ts": int(r["ts_ns"])}
+        known = db.query("SELECT label, toUnixTimestamp64Nano(ts_resolved) AS resolved_ns FROM ml_outcomes FINAL "
+                         "WHERE run_id = {run:String} AND model = {model:String} AND instrument = {instrument:String} "
+                         "AND ts_event = fromUnixTimestamp64Nano({ts:Int64}) LIMIT 1", q)
+        source = "outcome" if known else None
+        if not known:
+            known = db.query("SELECT label, toUnixTimestamp64Nano(ts_resolved) AS resolved_ns FROM ml_skill FINAL "
+                             "WHERE run_id = {run:String} AND name = {model:String} "
+                             "AND instrument = {instrument:String} AND ts_event = fromUnixTimestamp64Nano({ts:Int64}) "
+                             "LIMIT 1", q)
+            source = "skill" if known else None
+        contributions = list(r["contributions"])
+        features = [{"name": n, "value": _finite(float(v)),
+                     "contribution": _finite(float(contributions[i])) if i < len(contributions) else None}
+                    for i, (n, v) in enumerate(zip(r["names"], r["inputs"], strict=True))]
+        out.append({
+            "model": str(r["model"]), "version": int(r["version"]), "instrument": instrument,
+            "purpose": str(r["purpose"]), "ts_event": int(r["ts_ns"]), "feature_ts": int(r["feature_ns"]),
+            "value": _finite(float(r["value"])), "score": _finite(float(r["score"])), "features": features,
+            "intercept": _finite(float(r["intercept"])),
+            "label": _finite(float(known[0]["label"])) if known else None,
+            "label_ts": int(known[0]["resolved_ns"]) if known else None, "label_source": source,
+        })
+    return out
+
+
+def ml_models(db: Queryable, run_id: str) -> list[dict[str, Any]]:
+    """The latest learnt state of each model of a run (``ml_models``), by model name: what `ml export` writes.
+
+    Each has `model`, `ts_event` (epoch ns), `kind`, `algorithm`, `pooled`, `horizon_bars`, `updates`
+    (``{key: updates}``, key ``""`` for a pooled model), `features` and `state` (base64 of pickles).
+    """
+    return [{"model": str(r["model"]), "ts_event": int(r["ts_ns"]), "kind": str(r["kind"]),
+             "algorithm": str(r["algorithm"]), "pooled": bool(r["pooled"]), "horizon_bars": int(r["horizon_bars"]),
+             "updates": {str(k): int(n) for k, n in zip(r["update_keys"], r["update_counts"], strict=True)},
+             "features": [str(f) for f in r["features"]], "state": str(r["state"])}
+            for r in db.query(ML_MODELS_SQL, {"run": run_id})]
