@@ -34,6 +34,8 @@ app.add_typer(runs_app, name="runs")
 data_app = typer.Typer(no_args_is_help=True, help="Data files: see what a replay will read.")
 portfolio_app = typer.Typer(no_args_is_help=True, help="The portfolio engine: forecast against outcome.")
 app.add_typer(portfolio_app, name="portfolio")
+ml_app = typer.Typer(no_args_is_help=True, help="Online models: compare, explain, export and import them.")
+app.add_typer(ml_app, name="ml")
 app.add_typer(data_app, name="data")
 dashboards_app = typer.Typer(no_args_is_help=True, help="Grafana dashboards: push them to a Grafana server.")
 app.add_typer(dashboards_app, name="dashboards")
@@ -389,6 +391,140 @@ def portfolio_report(
     out.print(t)
     err.print("bias statistic: standard deviation of period return / forecast volatility; 1 means the covariance "
               "forecast the risk, above 1 it underestimated it (docs/portfolio.md)", highlight=False, soft_wrap=True)
+
+
+def _ml_num(v: Any, fmt: str) -> str:
+    return "" if v is None else format(v, fmt)
+
+
+def _ml_time(ns: int | None) -> str:
+    if ns is None:
+        return ""
+    return datetime.fromtimestamp(ns // 10**9, UTC).strftime("%Y-%m-%d %H:%M:%S") + (
+        f".{ns % 10**9:09d}".rstrip("0") if ns % 10**9 else "")
+
+
+@ml_app.command("report")
+def ml_report(
+    run_id: Annotated[str, typer.Option("--run-id", help="the run to show")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare a run's models with the rule factors: decision-time IC, prequential scores, drift, blend weight."""
+    rows = _report_rows(lambda store: report.ml_report(store, run_id), config, set_, db, as_json=False)
+    assert rows is not None
+    if not rows:
+        err.print(f"no ML rows for run {run_id!r} (no such run, or ml.enabled was off)", highlight=False,
+                  soft_wrap=True)
+        raise typer.Exit(1)
+    if as_json:
+        print(json.dumps(rows, default=_json_default))
+        return
+    t = Table(title=f"models and rule factors of run {run_id}")
+    cols = ("name", "mode", "kind", "samples", "ic", "hit rate", "log loss", "mae", "prequential ic",
+            "decisions", "drift events", "weight changes", "final weight")
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("name", "mode", "kind") else "right")
+    for r in rows:
+        t.add_row(str(r["name"]), str(r["mode"]), str(r["kind"] or ""), str(r["samples"]), _ml_num(r["ic"], ".3f"),
+                  _ml_num(r["hit_rate"], ".1%"), _ml_num(r["log_loss"], ".4f"), _ml_num(r["mae"], ".4g"),
+                  _ml_num(r["prequential_ic"], ".3f"), str(r["decision_samples"]), str(r["drift_events"]),
+                  str(r["weight_changes"]), _ml_num(r["final_weight"], ".3f"))
+    out.print(t)
+    err.print("ic: Spearman rank correlation of the score offered at each rebalance with the forward return that "
+              "followed, the same samples for models and rules (docs/ml.md)", highlight=False, soft_wrap=True)
+
+
+@ml_app.command("explain")
+def ml_explain(
+    run_id: Annotated[str, typer.Option("--run-id", help="the run")],
+    instrument: Annotated[str, typer.Option("--instrument", help="the instrument, venue:BASE/QUOTE")],
+    at: Annotated[str, typer.Option("--at", help="ISO date or time (UTC unless it has an offset): the last "
+                                                 "prediction at or before it is shown")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show each model's prediction for an instrument at a time: its features, their contributions, the label."""
+    from headrace.config import parse_date_ns
+    from headrace.errors import ConfigError
+
+    try:
+        at_ns = parse_date_ns(at)
+    except ValueError as e:
+        raise _fail(ConfigError("--at", str(e))) from None
+    rows = _report_rows(lambda store: report.ml_explain(store, run_id, instrument, at_ns), config, set_, db,
+                        as_json=False)
+    assert rows is not None
+    if not rows:
+        err.print(f"no prediction of run {run_id!r} for {instrument!r} at or before {at}", highlight=False,
+                  soft_wrap=True)
+        raise typer.Exit(1)
+    if as_json:
+        print(json.dumps(rows, default=_json_default))
+        return
+    for r in rows:
+        t = Table(title=f"{r['model']} (version {r['version']}, {r['purpose']}) on {instrument} at "
+                        f"{_ml_time(r['ts_event'])}; features of {_ml_time(r['feature_ts'])}")
+        for c in ("feature", "value", "contribution"):
+            t.add_column(c, justify="left" if c == "feature" else "right")
+        for f in r["features"]:
+            t.add_row(str(f["name"]), _ml_num(f["value"], ".6g"), _ml_num(f["contribution"], "+.6g"))
+        t.add_row("intercept", "", _ml_num(r["intercept"], "+.6g"))
+        out.print(t)
+        label = ("not known yet" if r["label"] is None
+                 else f"{r['label']:+.6g} (known at {_ml_time(r['label_ts'])}, from {r['label_source']})")
+        out.print(f"prediction: {_ml_num(r['value'], '.6g') or 'n/a'}  score: {_ml_num(r['score'], '+.4f') or 'n/a'}  "
+                  f"label (forward log return): {label}", highlight=False, markup=False)
+
+
+@ml_app.command("export")
+def ml_export(
+    run_id: Annotated[str, typer.Option("--run-id", help="the run whose end-of-run model state to export")],
+    out_file: Annotated[Path, typer.Option("--out", help="the file to write (gzip of JSON; holds pickles)")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Write a run's learnt models to a file another run can start from (`ml import`, or ml.warm_start)."""
+    from headrace.ml_export import export_models
+
+    rows = _report_rows(lambda store: report.ml_models(store, run_id), config, set_, db, as_json=False)
+    assert rows is not None
+    if not rows:
+        err.print(f"no model state recorded for run {run_id!r} (no such run, ML was off, or the run did not end)",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    try:
+        out_file.write_bytes(export_models(rows, run_id))
+    except OSError as e:
+        _error_line(f"cannot write {str(out_file)!r}: {e.strerror or e}")
+        raise typer.Exit(2) from None
+    out.print(f"{out_file}: {len(rows)} model(s) of run {run_id}: {', '.join(r['model'] for r in rows)}",
+              highlight=False, markup=False)
+
+
+@ml_app.command("import")
+def ml_import(
+    file: Annotated[Path, typer.Argument(help="a file written by `headrace ml export` (load only files you trust)")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Check a model file and copy it into storage.state_dir/models, where ml.warm_start finds it by name."""
+    from headrace.ml_export import import_models, load_models
+
+    try:
+        cfg = _setup(config, set_)
+        path = import_models(file, cfg.storage.state_dir)
+        models = load_models(path).models
+    except HeadraceError as e:
+        raise _fail(e) from None
+    name = path.name.removesuffix(".json.gz")
+    out.print(f"{path}: {len(models)} model(s): {', '.join(m.model for m in models)}", highlight=False, markup=False)
+    out.print(f'use it with: --set ml.warm_start="{name}"', highlight=False, markup=False)
 
 
 @runs_app.callback(invoke_without_command=True)

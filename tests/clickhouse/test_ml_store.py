@@ -347,6 +347,8 @@ def test_every_ml_dashboard_panel_returns_rows_on_chdb(panel: dict[str, Any], ml
                             variables={"run_id": RUN})
         rows = ml_run.store().query(sql)
         assert rows, panel["title"]
+        named = {o["matcher"]["options"] for o in panel["fieldConfig"]["overrides"]}
+        assert named <= set(rows[0]), (panel["title"], named)
         if t["format"] == 0:
             times = [r["time"] for r in rows]
             assert next(iter(rows[0])) == "time" and times == sorted(times), panel["title"]
