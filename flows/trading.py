@@ -49,6 +49,7 @@ from headrace.events import (
 from operators.bars.bar_builder import BarBuilder
 from operators.execution.sim_venue import SimulatedVenue, VenueCosts
 from operators.features.bar_features import BarFeatures
+from operators.ml.core import MlCore, MlCoreSnap, MlSettings, ModelSpec
 from operators.portfolio.cross_section import CrossSectionCore
 from operators.portfolio.engine import EngineSettings, PortfolioEngine, PortfolioEngineSnap
 from operators.portfolio.sizing import VolTargetSizer
@@ -123,6 +124,43 @@ def signal_model(config: Config) -> SignalModel:
     return CrossSectionalMomentum()
 
 
+def rule_signals(config: Config) -> tuple[SignalModel, ...]:
+    """The rule factors the models are compared with: the strategy's signal first, then the other momentum."""
+    xs, ts = CrossSectionalMomentum(), TimeSeriesMomentum(config.features.momentum_lookback_bars)
+    return (ts, xs) if config.strategy.name == "ts_momentum" else (xs, ts)
+
+
+def ml_settings(config: Config) -> MlSettings | None:
+    """The online models' settings from ``[ml]`` (None when off)."""
+    m = config.ml
+    if not m.enabled:
+        return None
+    p = config.portfolio
+    return MlSettings(
+        models=tuple(ModelSpec(x.name, x.kind, x.algorithm, x.pooled, x.mode) for x in m.models),
+        horizon=m.horizon_bars or config.strategy.rebalance_bars, learn_every=m.learn_every_bars,
+        metrics_window=m.metrics_window, drift_delta=m.drift_delta, drift_policy=m.drift_policy,
+        relearn_samples=m.relearn_samples, blend_max_weight=m.blend_max_weight, blend_step=m.blend_step,
+        blend_margin=m.blend_margin, blend_min_samples=m.blend_min_samples, blend_min_t=m.blend_min_t,
+        skill_window=m.skill_window, seed=m.seed, cross_sectional=config.strategy.name == "xs_momentum",
+        regime=(("fast_halflife_bars", p.regime_fast_halflife_bars),
+                ("slow_halflife_bars", p.regime_slow_halflife_bars), ("enter_ratio", p.regime_enter_ratio),
+                ("exit_ratio", p.regime_exit_ratio), ("min_dwell_bars", p.regime_min_dwell_bars),
+                ("warmup_bars", p.regime_warmup_bars)),
+        account=config.account.id,
+        features=(("horizons", tuple(m.feature_horizons)), ("vol_halflife", m.vol_halflife_bars),
+                  ("z_halflife", m.zscore_halflife_bars), ("volume_halflife", m.volume_halflife_bars),
+                  ("min_vol_bars", m.min_vol_bars)),
+        store_every=m.store_features_every)
+
+
+def warm_start(config: Config) -> dict[str, dict[str, tuple[Any, int]]] | None:
+    """Per model name, the exported pipelines ``ml.warm_start`` names (None: fresh models)."""
+    if not config.ml.enabled or not config.ml.warm_start:
+        return None
+    raise ConfigError("ml.warm_start", "not supported yet")
+
+
 def engine_settings(config: Config) -> EngineSettings | None:
     """The portfolio engine's settings from ``[portfolio]``, ``[sizing]`` and ``[strategy]``; None when it is off
     (``vol_target`` without ``record_risk`` or ``correlation_aware``)."""
@@ -162,7 +200,7 @@ def _rows_of_features(batch: FeatureBatch) -> list[WrittenEvent]:
 
 def _rows_of_cross_section(cs: CrossSection) -> list[WrittenEvent]:
     arbitrage: list[ArbSignal] = list(cs.arbitrage)
-    return [*cs.signals, *cs.targets, *cs.statuses, *arbitrage, *cs.portfolio]
+    return [*cs.signals, *cs.targets, *cs.statuses, *arbitrage, *cs.portfolio, *cs.ml]
 
 
 def build_flow(plan: ReplayPlan | None, config: Config, run_id: str, *, dsn: str | None = None,
@@ -195,7 +233,11 @@ def build_flow(plan: ReplayPlan | None, config: Config, run_id: str, *, dsn: str
         "validate", by_instrument, lambda _: MarketValidator.from_config(config.validation),
         lambda snap: MarketValidator.from_config(config.validation, snap)))
     split = op.branch("split_quarantine", checked, lambda x: isinstance(x, MarketSlice))
-    clean = op.key_on("key_clean", split.trues, lambda s: s.instrument)
+    # the bar step sees its instrument's quarantined records too, in stream order, so that the feature vectors
+    # built over them are flagged the same way in every run
+    known = set(w.universe)
+    clean = op.key_on("key_clean", op.filter("known_instrument", checked, lambda x: x.instrument in known),
+                      lambda s: s.instrument)
 
     bars: KeyedStream[BarBatch] = core_step("bars", clean, lambda s: BarBuilder(s.instrument, tf),
                      lambda snap: BarBuilder.restore(tf, snap))
@@ -224,16 +266,30 @@ def build_flow(plan: ReplayPlan | None, config: Config, run_id: str, *, dsn: str
             return PortfolioEngine(settings, costs, clock=time.perf_counter_ns)
         return PortfolioEngine.restore(settings, snap, costs, clock=time.perf_counter_ns)
 
+    mls = ml_settings(config)
+    rules = (signal, *rule_signals(config)[1:])
+    warm = warm_start(config)
+
+    def new_ml(snap: MlCoreSnap | None = None) -> MlCore | None:
+        if mls is None:
+            return None
+        if snap is None:
+            return MlCore(mls, rules, warm=warm)
+        return MlCore.restore(mls, rules, snap)
+
     def new_cross_section(_: object) -> CrossSectionCore:
         return CrossSectionCore(w.universe, signal, sizer, strat.rebalance_bars, strat.min_instruments,
                                 stale_after_ns=stale_after, assets=w.assets, arbitrage=new_arbitrage(),
-                                engine=new_engine())
+                                engine=new_engine(), ml=new_ml())
 
-    cross: Stream[CrossSection] = op.key_rm("cross_section_values", core_step(
+    decisions: Stream[CrossSection] = op.key_rm("cross_section_values", core_step(
         "cross_section", op.key_on("key_portfolio", feature_batches, lambda _: "portfolio"), new_cross_section,
         lambda snap: CrossSectionCore.restore(w.universe, signal, sizer, strat.rebalance_bars,
                                               strat.min_instruments, snap, stale_after_ns=stale_after,
-                                              assets=w.assets, arbitrage=new_arbitrage(), engine=new_engine)))
+                                              assets=w.assets, arbitrage=new_arbitrage(), engine=new_engine,
+                                              ml=new_ml)))
+    # the models' end-of-run records travel in a cross-section without bars: rows only, not for the account
+    cross = op.filter("with_bars", decisions, lambda cs: bool(cs.bars))
 
     def new_account(_: object) -> Account | RoutedAccount:
         if w.listings is not None and w.balances is not None:
@@ -262,7 +318,7 @@ def build_flow(plan: ReplayPlan | None, config: Config, run_id: str, *, dsn: str
         "rows",
         split.falses,
         op.map("feature_rows", feature_batches, _rows_of_features),
-        op.map("decision_rows", cross, _rows_of_cross_section),
+        op.map("decision_rows", decisions, _rows_of_cross_section),
         account,
     )
     op.output("clickhouse", op.key_on("key_sink", rows, lambda _: "clickhouse"),

@@ -719,6 +719,8 @@ class MlConfig(BaseModel):
         0.5, "cap of each blended model's weight in the alpha (the caps of all blended models sum to at most 1)")
     blend_step: Fraction = _key(0.05, "a blended model's weight moves by this per rebalance")
     blend_margin: Share = _key(0.02, "a model's IC must beat the rules' IC by this before its weight rises")
+    blend_min_t: Annotated[float, Range(0, 100)] = _key(
+        3.0, "and the advantage must be this many standard errors above 0 (t statistic; docs/ml.md)")
     blend_min_samples: Annotated[int, Range(1, MAX_ROWS)] = _key(
         200, "resolved decision-time samples before a blended model's weight may rise")
     skill_window: Annotated[int, Range(2, MAX_ROWS)] = _key(

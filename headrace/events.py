@@ -242,6 +242,7 @@ class BarBatch:
     instrument: str
     watermark: int
     bars: tuple[Bar, ...]
+    quarantined: tuple[int, ...] = ()  # stream positions (watermarks) where records were quarantined since the last
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -295,8 +296,7 @@ class FeatureBatch:
     watermark: int
     bars: tuple[Bar, ...]
     features: tuple[Features, ...]
-    vectors: tuple[FeatureVector | None, ...] = ()  # ML on: one per bar (None: ML off for it), else empty
-    stored: tuple[FeatureVector, ...] = ()  # the vectors written to ClickHouse (every one, or sampled)
+    quarantined: tuple[int, ...] = ()  # stream positions where records were quarantined before these bars
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -823,7 +823,7 @@ class MlModelState:
         return stable_id("ml_model", self.model, self.ts_event)
 
 
-MlRecord = MlPrediction | MlOutcome | MlMetric | MlSkill | MlWeight | MlDrift | MlModelState | Alert
+MlRecord = FeatureVector | MlPrediction | MlOutcome | MlMetric | MlSkill | MlWeight | MlDrift | MlModelState | Alert
 
 
 WrittenEvent = (Bar | Features | Signal | Target | Order | Fill | Position | Equity | Quarantined | InstrumentStatus

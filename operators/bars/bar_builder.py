@@ -16,11 +16,11 @@ import numpy as np
 import numpy.typing as npt
 
 from headrace.errors import ConfigError, InvariantError
-from headrace.events import F64, I64, Bar, BarBatch, BarChunk, MarketSlice, QuoteChunk, TradeChunk
+from headrace.events import F64, I64, Bar, BarBatch, BarChunk, MarketSlice, Quarantined, QuoteChunk, TradeChunk
 from operators.base import check_version
 
 Levels = tuple[tuple[float, float], ...]
-_VERSION = 2
+_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +60,8 @@ class BarBuilderSnap:
     last_ask_size: float | None
     last_bids: Levels
     last_asks: Levels
+    watermark: int = int(np.iinfo(np.int64).min)
+    quarantined: tuple[int, ...] = ()
 
 
 def aggregate(ts: I64, price: F64, size: F64, timeframe_ns: int) -> list[Agg]:
@@ -115,8 +117,15 @@ class BarBuilder:
         self._last_bids: Levels = ()
         self._last_asks: Levels = ()
         self._last_recorded = np.iinfo(np.int64).min
+        self._watermark = int(np.iinfo(np.int64).min)
+        self._quarantined: list[int] = []
 
-    def update(self, item: MarketSlice) -> list[BarBatch]:
+    def update(self, item: MarketSlice | Quarantined) -> list[BarBatch]:
+        if isinstance(item, Quarantined):
+            # where in the stream the bad record sat (its own stamp may be the garbage): the feature vectors
+            # built over it are flagged; it travels with the next batch
+            self._quarantined.append(self._watermark if self._watermark > 0 else max(item.ts_event, 0))
+            return []
         bars: list[Bar] = []
         if item.bars is not None and len(item.bars):
             bars += self._recorded(item.bars)
@@ -125,12 +134,16 @@ class BarBuilder:
         if item.quotes is not None and len(item.quotes):
             self._fold_quotes(item.quotes)
         bars += self._close(item.watermark)
-        return [BarBatch(instrument=self.instrument, watermark=item.watermark, bars=tuple(bars))]
+        self._watermark = max(self._watermark, item.watermark)
+        marks, self._quarantined = tuple(self._quarantined), []
+        return [BarBatch(instrument=self.instrument, watermark=item.watermark, bars=tuple(bars), quarantined=marks)]
 
     def flush(self) -> list[BarBatch]:
         """Close the bars still open at the end of input (the last bar of a replay is partial)."""
         bars = self._close(np.iinfo(np.int64).max)
-        return [BarBatch(instrument=self.instrument, watermark=np.iinfo(np.int64).max, bars=tuple(bars))]
+        marks, self._quarantined = tuple(self._quarantined), []
+        return [BarBatch(instrument=self.instrument, watermark=np.iinfo(np.int64).max, bars=tuple(bars),
+                         quarantined=marks)]
 
     def _recorded(self, c: BarChunk) -> list[Bar]:
         if int(c.ts_event[0]) <= self._last_recorded:
@@ -184,7 +197,8 @@ class BarBuilder:
                               quotes=tuple(self._quotes[k] for k in sorted(self._quotes)),
                               last_bid=self._last_bid, last_ask=self._last_ask, last_recorded=self._last_recorded,
                               last_bid_size=self._last_bid_size, last_ask_size=self._last_ask_size,
-                              last_bids=self._last_bids, last_asks=self._last_asks)
+                              last_bids=self._last_bids, last_asks=self._last_asks, watermark=self._watermark,
+                              quarantined=tuple(self._quarantined))
 
     @classmethod
     def restore(cls, timeframe_ns: int, snap: BarBuilderSnap) -> BarBuilder:
@@ -195,6 +209,7 @@ class BarBuilder:
         core._last_bid, core._last_ask, core._last_recorded = snap.last_bid, snap.last_ask, snap.last_recorded
         core._last_bid_size, core._last_ask_size = snap.last_bid_size, snap.last_ask_size
         core._last_bids, core._last_asks = snap.last_bids, snap.last_asks
+        core._watermark, core._quarantined = snap.watermark, list(snap.quarantined)
         return core
 
 

@@ -72,7 +72,7 @@ class BarFeatures:
     def update(self, item: BarBatch) -> list[FeatureBatch]:
         feats = [self.update_bar(b) for b in item.bars]
         return [FeatureBatch(instrument=item.instrument, watermark=item.watermark, bars=item.bars,
-                             features=tuple(feats))]
+                             features=tuple(feats), quarantined=item.quarantined)]
 
     def update_bar(self, bar: Bar) -> Features:
         if bar.ts_event <= self._last_ts:

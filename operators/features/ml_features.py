@@ -43,6 +43,10 @@ class MlFeaturesSnap:
     log_level: float | None
     volume: float | None
     last_quarantine: int | None
+    timeframe_ns: int = 0  # of the last bar
+    z_num: float = 0.0
+    surprise: float | None = None
+    bar: Bar | None = None
 
 
 def _alpha(halflife: float, key: str) -> float:
@@ -76,6 +80,7 @@ class MlFeatures:
         if min_vol_bars < 1:
             raise ConfigError("ml.min_vol_bars", f"must be >= 1, was {min_vol_bars!r}")
         self.horizons = tuple(sorted(set(horizons)))
+        self.vol_halflife, self.z_halflife, self.volume_halflife = vol_halflife, z_halflife, volume_halflife
         self.longest = self.horizons[-1]
         self.vol_alpha = _alpha(vol_halflife, "ml.vol_halflife")
         self.z_alpha = _alpha(z_halflife, "ml.z_halflife")
@@ -88,64 +93,88 @@ class MlFeatures:
         self._level: float | None = None  # EWMA of ln close
         self._volume: float | None = None  # EWMA of volume
         self._last_quarantine: int | None = None
+        self._gap_start: int | None = None  # close time of the last bar before the latest gap
+        self._tf = 0
+        self._names = tuple(f"ret_{h}" for h in self.horizons)
+        self._z_num = 0.0  # ln close - its EWMA, at the last bar
+        self._surprise: float | None = None  # the last bar's volume surprise
+        self._bar: Bar | None = None
 
     def mark_quarantined(self, ts_event: int) -> None:
         """A record of this instrument stamped `ts_event` was quarantined: vectors near it are invalid."""
         self._last_quarantine = ts_event if self._last_quarantine is None else max(self._last_quarantine, ts_event)
 
     def update(self, bar: Bar) -> FeatureVector:
+        """Take the next bar and return its feature vector (`advance` then `vector`)."""
+        self.advance(bar)
+        return self.vector()
+
+    def advance(self, bar: Bar) -> None:
+        """Take the next bar: the running state only (a few float operations); `vector` builds the vector."""
         if self._times and bar.ts_event <= self._times[-1]:
             raise InvariantError(f"bar of {bar.instrument} at {bar.ts_event} is not after the last "
                                  f"({self._times[-1]})")
-        if not (bar.close > 0 and math.isfinite(bar.close)):
-            raise InvariantError(f"bar of {bar.instrument} at {bar.ts_event} has close {bar.close!r}")
-        values: list[tuple[str, float]] = []
+        close = bar.close
+        if not (close > 0 and math.isfinite(close)):
+            raise InvariantError(f"bar of {bar.instrument} at {bar.ts_event} has close {close!r}")
+        tf = self._tf = bar.ts_event - bar.ts_open
         if self._closes:
-            r = math.log(bar.close / self._closes[-1])
-            self._var = r * r if self._var is None else (1 - self.vol_alpha) * self._var + self.vol_alpha * r * r
+            r = math.log(close / self._closes[-1])
+            self._var = r * r if self._var is None else self._var + self.vol_alpha * (r * r - self._var)
             self._var_count += 1
-        self._closes.append(bar.close)
+            if tf > 0 and bar.ts_event - self._times[-1] > tf:
+                self._gap_start = self._times[-1]
+        self._closes.append(close)
         self._times.append(bar.ts_event)
-        for h in self.horizons:
-            if len(self._closes) > h:
-                values.append((f"ret_{h}", math.log(bar.close / self._closes[-1 - h])))
+        level = math.log(close)
+        self._level = level if self._level is None else self._level + self.z_alpha * (level - self._level)
+        self._z_num = level - self._level
+        self._surprise = None
+        volume = bar.volume
+        if volume > 0 and math.isfinite(volume):
+            if self._volume:
+                self._surprise = math.log(volume / self._volume)
+            self._volume = (volume if self._volume is None
+                            else self._volume + self.volume_alpha * (volume - self._volume))
+        self._bar = bar
+
+    def vector(self) -> FeatureVector:
+        """The feature vector of the last bar taken (see the module docstring)."""
+        bar = self._bar
+        if bar is None:
+            raise InvariantError("no bar yet: a feature vector needs one")
+        closes, close = self._closes, bar.close
+        n = len(closes)
+        values = [(name, math.log(close / closes[-1 - h])) for h, name in zip(self.horizons, self._names) if n > h]
         vol = math.sqrt(self._var) if self._var is not None else None
         if vol is not None:
             values.append(("vol", vol))
-        level = math.log(bar.close)
-        self._level = level if self._level is None else (1 - self.z_alpha) * self._level + self.z_alpha * level
-        if vol:
-            values.append(("zscore", (level - self._level) / vol))
-        if bar.volume > 0 and math.isfinite(bar.volume):
-            if self._volume:
-                values.append(("volume_surprise", math.log(bar.volume / self._volume)))
-            self._volume = bar.volume if self._volume is None else (
-                (1 - self.volume_alpha) * self._volume + self.volume_alpha * bar.volume)
+            if vol:
+                values.append(("zscore", self._z_num / vol))
+        if self._surprise is not None:
+            values.append(("volume_surprise", self._surprise))
         if bar.bid is not None and bar.ask is not None and 0 < bar.bid <= bar.ask:
             mid = (bar.bid + bar.ask) / 2
             values.append(("spread", (bar.ask - bar.bid) / mid))
             if bar.bid_size and bar.ask_size and bar.bid_size > 0 and bar.ask_size > 0:
                 micro = (bar.bid * bar.ask_size + bar.ask * bar.bid_size) / (bar.bid_size + bar.ask_size)
                 values.append(("microprice", (micro - mid) / mid))
-        return FeatureVector(instrument=bar.instrument, ts_event=bar.ts_event, values=tuple(values),
-                             flags=self._flags(bar), close=bar.close)
-
-    def _flags(self, bar: Bar) -> tuple[str, ...]:
         flags = []
-        if len(self._closes) <= self.longest or self._var_count < self.min_vol_bars:
+        if n <= self.longest or self._var_count < self.min_vol_bars:
             flags.append("warmup")
-        tf = bar.timeframe_ns
-        times = list(self._times)
-        if tf > 0 and any(b - a > tf for a, b in itertools.pairwise(times)):
+        first = self._times[0]
+        if self._gap_start is not None and self._gap_start >= first:
             flags.append("gap")
-        if self._last_quarantine is not None and times and self._last_quarantine >= times[0] - max(tf, 0):
+        if self._last_quarantine is not None and self._last_quarantine >= first - max(self._tf, 0):
             flags.append("quarantine")
-        return tuple(flags)
+        return FeatureVector(instrument=bar.instrument, ts_event=bar.ts_event, values=tuple(values),
+                             flags=tuple(flags), close=close)
 
     def snapshot(self) -> MlFeaturesSnap:
         return MlFeaturesSnap(version=self.VERSION, closes=tuple(self._closes), times=tuple(self._times),
                               var=self._var, var_count=self._var_count, log_level=self._level, volume=self._volume,
-                              last_quarantine=self._last_quarantine)
+                              last_quarantine=self._last_quarantine, timeframe_ns=self._tf,
+                              z_num=self._z_num, surprise=self._surprise, bar=self._bar)
 
     @classmethod
     def restore(cls, snap: MlFeaturesSnap, horizons: Sequence[int] = (1, 4, 24), vol_halflife: float = 24.0,
@@ -156,4 +185,8 @@ class MlFeatures:
         core._times.extend(snap.times)
         core._var, core._var_count = snap.var, snap.var_count
         core._level, core._volume, core._last_quarantine = snap.log_level, snap.volume, snap.last_quarantine
+        core._z_num, core._surprise, core._bar = snap.z_num, snap.surprise, snap.bar
+        tf = core._tf = snap.timeframe_ns
+        core._gap_start = next((a for a, b in reversed(list(itertools.pairwise(snap.times))) if tf > 0 and b - a > tf),
+                               None)
         return core

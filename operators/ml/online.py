@@ -71,6 +71,10 @@ class DelayedLabelSnap:
     models: tuple[tuple[str, bytes, int], ...]  # model key (POOLED or the instrument), pickled pipeline, updates
     bars: tuple[tuple[str, int], ...]  # bars seen per key
     pending: tuple[tuple[str, tuple[Pending, ...]], ...]
+    memory: tuple[tuple[str, tuple[tuple[tuple[tuple[str, float], ...], float], ...]], ...] = ()
+
+
+_IDLE = Step(None, ())
 
 
 def _valid(x: Mapping[str, float] | None) -> bool:
@@ -98,10 +102,11 @@ class DelayedLabelModel:
     (2, 2)
     """
 
-    VERSION = 1
+    VERSION = 2
 
     def __init__(self, name: str, kind: Kind, *, horizon: int, learn_every: int | None = None,
-                 pooled: bool = True, forest: bool = False, seed: int = 42, config_key: str = "ml") -> None:
+                 pooled: bool = True, forest: bool = False, seed: int = 42, config_key: str = "ml",
+                 memory: int = 0) -> None:
         if not name:
             raise ConfigError(f"{config_key}.name", "a model needs a name")
         if kind not in KINDS:
@@ -121,6 +126,8 @@ class DelayedLabelModel:
         self._updates: dict[str, int] = {}
         self._bars: dict[str, int] = {}
         self._pending: dict[str, deque[Pending]] = {}
+        self.memory = int(memory)  # the last labels learnt per model, kept for `reset(relearn=True)`
+        self._memory: dict[str, deque[tuple[tuple[tuple[str, float], ...], float]]] = {}
 
     @property
     def max_pending(self) -> int:
@@ -148,33 +155,92 @@ class DelayedLabelModel:
             return float(model.predict_proba_one(dict(x)).get(True, 0.5))
         return float(model.predict_one(dict(x)))
 
-    def observe(self, key: str, ts: int, x: Mapping[str, float] | None, price: float) -> Step:
-        """One bar of `key` at `ts` (its close `price`, > 0): predict on a valid `x`, then learn the labels due."""
-        if not (math.isfinite(price) and price > 0):
-            raise InvariantError(f"price of {key} at {ts} is {price!r}: a label needs a finite price > 0")
+    def _model(self, key: str) -> tuple[str, Any]:
         mk = self._model_key(key)
         model = self._models.get(mk)
         if model is None:
             model = self._models[mk] = self._new()
             self._updates[mk] = 0
-        bar = self._bars.get(key, 0)
+        return mk, model
+
+    def observe(self, key: str, ts: int, x: Mapping[str, float] | None, price: float, *,
+                predict: bool = True, bar: int | None = None) -> Step:
+        """One bar of `key` at `ts` (its close `price`, > 0): predict on a valid `x`, then learn the labels due.
+
+        ``predict=False`` predicts only on a learning bar (where the prediction waits for its label). `bar` is the
+        key's bar index when the caller counts bars itself and calls only on the bars where something happens
+        (learning bars and those where a label is due); by default the model counts the calls."""
+        if not (math.isfinite(price) and price > 0):
+            raise InvariantError(f"price of {key} at {ts} is {price!r}: a label needs a finite price > 0")
+        if bar is None:
+            bar = self._bars.get(key, 0)
         self._bars[key] = bar + 1
-        pending = self._pending.setdefault(key, deque())
+        learning = bar % self.learn_every == 0
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = deque()
+        elif not (predict or learning) and (not pending or bar - pending[0].bar < self.horizon):
+            return _IDLE  # nothing to predict, nothing to learn: the common bar, kept cheap
+        mk, model = self._model(key)
         prediction = None
-        if x is not None and _valid(x):
+        if (predict or learning) and x is not None and _valid(x):
             prediction = Prediction(key=key, ts_event=ts, model=self.name, version=self._updates[mk],
                                     value=self._predict(model, x))
-            if bar % self.learn_every == 0:
+            if learning:
                 pending.append(Pending(bar=bar, x=tuple((k, float(v)) for k, v in x.items()), price=price,
                                        prediction=prediction))
         resolved: list[Prediction] = []
         while pending and bar - pending[0].bar >= self.horizon:
             item = pending.popleft()
             label = math.log(price / item.price)
-            model.learn_one(dict(item.x), label if self.kind == "regressor" else label > 0)
-            self._updates[mk] += 1
+            self._learn(mk, model, item.x, label)
             resolved.append(replace(item.prediction, label=label))
         return Step(prediction, tuple(resolved))
+
+    def _learn(self, mk: str, model: Any, x: tuple[tuple[str, float], ...], label: float) -> None:
+        model.learn_one(dict(x), label if self.kind == "regressor" else label > 0)
+        self._updates[mk] += 1
+        if self.memory:
+            self._memory.setdefault(mk, deque(maxlen=self.memory)).append((x, label))
+
+    def predict(self, key: str, x: Mapping[str, float]) -> tuple[float, int]:
+        """The prediction for `key` on the valid vector `x` now, and the model's version (updates learnt)."""
+        mk, model = self._model(key)
+        return self._predict(model, x), self._updates[mk]
+
+    def explain(self, key: str, x: Mapping[str, float]) -> tuple[tuple[float, ...], float]:
+        """A linear model's terms of the decision function on `x` (in the order of `x`'s keys) and its intercept:
+        ``intercept + sum(terms)`` is the prediction (a classifier's log-odds). A forest: ``((), nan)``."""
+        if self.forest:
+            return (), math.nan
+        _, model = self._model(key)
+        scaler, head = list(model.steps.values())
+        z = scaler.transform_one(dict(x))
+        w = head.weights
+        return tuple(float(w.get(k, 0.0)) * float(z.get(k, 0.0)) for k in x), float(head.intercept)
+
+    def reset(self, *, relearn: bool) -> int:
+        """Start every model afresh (a drift); ``relearn``: the new model learns the last `memory` labels again,
+        in order. Versions keep counting. Returns the labels relearnt."""
+        n = 0
+        for mk in list(self._models):
+            model = self._models[mk] = self._new()
+            if relearn:
+                for x, label in list(self._memory.get(mk, ())):
+                    model.learn_one(dict(x), label if self.kind == "regressor" else label > 0)
+                    self._updates[mk] += 1
+                    n += 1
+        return n
+
+    def pipelines(self) -> dict[str, tuple[Any, int]]:
+        """Per model key, the River pipeline and its updates (for export)."""
+        return {k: (m, self._updates[k]) for k, m in self._models.items()}
+
+    def load(self, pipelines: Mapping[str, tuple[Any, int]]) -> None:
+        """Start from exported pipelines (a warm start): per model key, the pipeline and its updates."""
+        for k, (m, n) in pipelines.items():
+            self._models[k] = m
+            self._updates[k] = int(n)
 
     def pending(self, key: str) -> tuple[Pending, ...]:
         return tuple(self._pending.get(key, ()))
@@ -188,15 +254,17 @@ class DelayedLabelModel:
             models=tuple((k, pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL), self._updates[k])
                          for k, m in self._models.items()),
             bars=tuple(self._bars.items()),
-            pending=tuple((k, tuple(q)) for k, q in self._pending.items()))
+            pending=tuple((k, tuple(q)) for k, q in self._pending.items()),
+            memory=tuple((k, tuple(q)) for k, q in self._memory.items()))
 
     @classmethod
     def restore(cls, snap: DelayedLabelSnap, name: str, kind: Kind, *, horizon: int, learn_every: int | None = None,
                 pooled: bool = True, forest: bool = False, seed: int = 42,
-                config_key: str = "ml") -> DelayedLabelModel:
+                config_key: str = "ml", memory: int = 0) -> DelayedLabelModel:
         check_version(snap, expected=cls.VERSION)
         core = cls(name, kind, horizon=horizon, learn_every=learn_every, pooled=pooled, forest=forest, seed=seed,
-                   config_key=config_key)
+                   config_key=config_key, memory=memory)
+        core._memory = {k: deque(q, maxlen=memory or None) for k, q in snap.memory}
         for k, blob, n in snap.models:
             core._models[k] = pickle.loads(blob)  # our own snapshot
             core._updates[k] = n
@@ -285,7 +353,8 @@ class PrequentialMetrics:
 
     VERSION = 1
 
-    def __init__(self, kind: Kind, *, window: int = 500, delta: float = 0.002, config_key: str = "ml") -> None:
+    def __init__(self, kind: Kind, *, window: int = 500, delta: float = 0.002, config_key: str = "ml",
+                 detect_drift: bool = True) -> None:
         if kind not in KINDS:
             raise ConfigError(f"{config_key}.kind", f"must be one of {KINDS}, was {kind!r}")
         if window < 2:
@@ -306,7 +375,7 @@ class PrequentialMetrics:
         self._drifts = 0
         self._abs_label = 0.0
         adwin: Any = drift.ADWIN
-        self._adwin: Any = adwin(delta=self.delta)
+        self._adwin: Any = adwin(delta=self.delta) if detect_drift else None
 
     def _terms(self, v: float, y: float) -> tuple[float, int, float, int]:
         up = y > 0
@@ -333,6 +402,8 @@ class PrequentialMetrics:
         self._abs += ae
         self._hit += hit
         self._abs_label += abs(label)
+        if self._adwin is None:
+            return False
         self._adwin.update(self._drift_input(ae))
         fired = bool(self._adwin.drift_detected)
         self._drifts += fired
@@ -372,16 +443,18 @@ class PrequentialMetrics:
         return MetricsSnap(version=self.VERSION, window=tuple(self._win), n=self._n, sum_log_loss=self._ll,
                            sum_correct=self._correct, sum_abs_error=self._abs, sum_hit=self._hit,
                            sum_abs_label=self._abs_label,
-                           drift_events=self._drifts, adwin=pickle.dumps(self._adwin, protocol=pickle.HIGHEST_PROTOCOL))
+                           drift_events=self._drifts,
+                           adwin=b"" if self._adwin is None else pickle.dumps(self._adwin,
+                                                                             protocol=pickle.HIGHEST_PROTOCOL))
 
     @classmethod
     def restore(cls, snap: MetricsSnap, kind: Kind, *, window: int = 500, delta: float = 0.002,
-                config_key: str = "ml") -> PrequentialMetrics:
+                config_key: str = "ml", detect_drift: bool = True) -> PrequentialMetrics:
         check_version(snap, expected=cls.VERSION)
-        core = cls(kind, window=window, delta=delta, config_key=config_key)
+        core = cls(kind, window=window, delta=delta, config_key=config_key, detect_drift=detect_drift)
         core._win.extend(snap.window)
         core._n, core._ll, core._correct = snap.n, snap.sum_log_loss, snap.sum_correct
         core._abs, core._hit, core._drifts = snap.sum_abs_error, snap.sum_hit, snap.drift_events
         core._abs_label = snap.sum_abs_label
-        core._adwin = pickle.loads(snap.adwin)  # our own snapshot
+        core._adwin = pickle.loads(snap.adwin) if snap.adwin else None  # our own snapshot
         return core

@@ -95,6 +95,11 @@ class RegimeDetector:
         return self._regime
 
     @property
+    def bars(self) -> int:
+        """Bars with a market return seen."""
+        return self._bars
+
+    @property
     def ratio(self) -> float:
         """Fast over slow volatility now (NaN before the first bar or while the slow one is 0)."""
         return math.sqrt(self._fast / self._slow) if self._slow > 0 else math.nan
