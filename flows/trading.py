@@ -158,7 +158,33 @@ def warm_start(config: Config) -> dict[str, dict[str, tuple[Any, int]]] | None:
     """Per model name, the exported pipelines ``ml.warm_start`` names (None: fresh models)."""
     if not config.ml.enabled or not config.ml.warm_start:
         return None
-    raise ConfigError("ml.warm_start", "not supported yet")
+    import pickle
+    from pathlib import Path
+
+    from headrace.ml_export import load_models, resolve_warm_start
+
+    path = resolve_warm_start(config.ml.warm_start, Path(config.storage.state_dir))
+    if path is None:
+        return None
+    exported = load_models(path)
+    out: dict[str, dict[str, tuple[Any, int]]] = {}
+    for m in config.ml.models:
+        e = exported.model(m.name)
+        if e is None:
+            continue  # a model the file does not hold starts fresh
+        if (e.kind, e.algorithm, e.pooled) != (m.kind, m.algorithm, m.pooled):
+            raise ConfigError("ml.warm_start", f"{path} holds {m.name} as {e.kind}/{e.algorithm}/"
+                                               f"{'pooled' if e.pooled else 'per instrument'}, but ml.models "
+                                               f"configures it as {m.kind}/{m.algorithm}/"
+                                               f"{'pooled' if m.pooled else 'per instrument'}")
+        pipelines = pickle.loads(e.state_bytes())  # a file the operator exported or imported (docs/ml.md)
+        updates = dict(e.updates)
+        out[m.name] = {k: (p, updates.get(k, 0)) for k, p in pipelines.items()}
+    if not out:
+        raise ConfigError("ml.warm_start", f"{path} holds none of the configured models "
+                                           f"{[m.name for m in config.ml.models]}; it has "
+                                           f"{[e.model for e in exported.models]}")
+    return out
 
 
 def engine_settings(config: Config) -> EngineSettings | None:

@@ -816,7 +816,7 @@ class MlModelState:
     horizon_bars: int
     updates: tuple[tuple[str, int], ...]
     features: tuple[str, ...]  # the feature names the model was trained on
-    state: str
+    state: str = field(compare=False)  # the same model may pickle to other bytes after a resume
 
     @property
     def event_id(self) -> str:
