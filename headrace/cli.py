@@ -527,6 +527,70 @@ def ml_import(
     out.print(f'use it with: --set ml.warm_start="{name}"', highlight=False, markup=False)
 
 
+@ml_app.command("train")
+def ml_train(
+    data: Annotated[list[str], typer.Option("--data", "-d", help="data file or folder (repeatable)")],
+    models: Annotated[Path, typer.Option("--models", help="TOML file of [[models]] tables: the candidates")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    db: DbOpt = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="id of the run (default: train-<time>-<hex>)")]
+    = None,
+    venue: Annotated[str | None, typer.Option(
+        "--venue", help="ccxt venue id for files whose path names none (= --set replay.venue=...)")] = None,
+    quote: Annotated[str | None, typer.Option(
+        "--quote", help="quote currency of wide price tables (= --set replay.quote=...)")] = None,
+    as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Replay the data once with every candidate model in shadow, then rank them by decision-time IC."""
+    from flows.runner import Interrupted, new_run_id
+    from headrace import ml_train as train
+
+    try:
+        candidates = train.load_candidates(models)
+    except HeadraceError as e:
+        _error_line(str(e))
+        raise typer.Exit(1) from None
+    set_ = [*(set_ or []), *([f"replay.venue={json.dumps(venue)}"] if venue else []),
+            *([f"replay.quote={json.dumps(quote)}"] if quote else []), *train.overrides(candidates)]
+    run_id = run_id or f"train-{new_run_id().removeprefix('r')}"
+    try:
+        summary, too_many = _replay(data, config, set_, db, run_id, 1, None, 2.0, quiet, False)
+    except Interrupted as e:
+        _error_line(f"{e}; the run is marked interrupted", prefix="")
+        raise typer.Exit(e.exit_code) from None
+    except HeadraceError as e:
+        raise _fail(e) from None
+    if too_many:
+        _error_line(too_many)
+        raise typer.Exit(2)
+    rows = _report_rows(lambda store: report.ml_report(store, run_id), config, set_, db, as_json=False)
+    assert rows is not None
+    if not any(r["mode"] != "rules" for r in rows):
+        _error_line(f"run {run_id!r} wrote no ML rows (too little data for a label over ml.horizon_bars?)")
+        raise typer.Exit(1)
+    ranked = train.rank(rows, candidates)
+    if as_json:
+        print(json.dumps(ranked, default=_json_default))
+        return
+    t = Table(title=f"candidates of run {run_id} ({summary.bars:,} bars, {summary.fills:,} fills), best first")
+    cols = ("rank", "name", "kind", "algorithm", "pooled", "samples", "ic", "prequential ic", "hit rate",
+            "log loss", "drift events")
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("name", "kind", "algorithm", "pooled") else "right")
+    for r in ranked:
+        t.add_row("" if r["rank"] is None else str(r["rank"]), str(r["name"]),
+                  str(r["kind"] or ("rule factor" if r["mode"] == "rules" else "")), str(r["algorithm"] or ""),
+                  "" if r["pooled"] is None else ("pooled" if r["pooled"] else "per instrument"),
+                  str(r["samples"]), _ml_num(r["ic"], ".3f"), _ml_num(r["prequential_ic"], ".3f"),
+                  _ml_num(r["hit_rate"], ".1%"), _ml_num(r["log_loss"], ".4f"), str(r["drift_events"]))
+    out.print(t)
+    err.print("ic: Spearman rank correlation of the score offered at each rebalance with the forward return that "
+              f"followed; rule factors (unranked) for comparison; details: headrace ml report --run-id {run_id}",
+              highlight=False, soft_wrap=True)
+
+
 @runs_app.callback(invoke_without_command=True)
 def runs_(
     ctx: typer.Context,
