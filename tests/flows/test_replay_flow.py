@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 from bytewax.recovery import init_db_dir
 
-from flows.trading import engine_settings, trading_costs, wiring
+from flows.trading import engine_settings, ml_settings, rule_signals, trading_costs, wiring
 from headrace.config import Config, parse_duration
 from headrace.events import Fill, MarketSlice
 from helpers import CrashingSource, by_id, flatten, run_flow, small_config
 from operators.bars.bar_builder import BarBuilder
 from operators.features.bar_features import BarFeatures
+from operators.ml.core import MlCore
 from operators.portfolio.cross_section import CrossSectionCore
 from operators.portfolio.engine import PortfolioEngine
 from operators.portfolio.sizing import VolTargetSizer
@@ -33,8 +34,10 @@ def plain_loop(plan: ReplayPlan, config: Config) -> list[Any]:
     feats = {i: BarFeatures(f.vol_halflife_bars, f.momentum_lookback_bars) for i in plan.universe}
     settings = engine_settings(config)
     engine = PortfolioEngine(settings, trading_costs(w)) if settings is not None else None
+    mls = ml_settings(config)
+    ml = MlCore(mls, rule_signals(config)) if mls is not None else None
     cross = CrossSectionCore(plan.universe, CrossSectionalMomentum(), sizer, s.rebalance_bars, s.min_instruments,
-                             stale_after_ns=parse_duration(s.stale_after), engine=engine)
+                             stale_after_ns=parse_duration(s.stale_after), engine=engine, ml=ml)
     account = Account(a.id, w.venues, w.fx, w.sim, initial_cash=a.initial_cash, min_trade_weight=z.min_trade_weight,
                       latency_ns=parse_duration(a.latency), fill_on=a.fill_on)  # type: ignore[arg-type]
     out: list[Any] = []
@@ -44,7 +47,7 @@ def plain_loop(plan: ReplayPlan, config: Config) -> list[Any]:
             for fb in feats[b.instrument].update(b):
                 out.extend([*fb.bars, *fb.features])
                 for cs in cross.update(fb):
-                    out.extend([*cs.signals, *cs.targets, *cs.statuses, *cs.portfolio])
+                    out.extend([*cs.signals, *cs.targets, *cs.statuses, *cs.portfolio, *cs.ml])
                     out.extend(account.update(cs))
 
     for j in range(plan.n_slices):
@@ -54,11 +57,14 @@ def plain_loop(plan: ReplayPlan, config: Config) -> list[Any]:
                     downstream(builders[o.instrument].update(o))
                 else:
                     out.append(o)
+                    if o.instrument in builders:  # the bar step sees it too: it flags the feature vectors
+                        downstream(builders[o.instrument].update(o))
     for i in plan.universe:
         downstream(builders[i].flush())
     for cs in cross.flush():
-        out.extend([*cs.signals, *cs.targets, *cs.statuses, *cs.portfolio])
-        out.extend(account.update(cs))
+        out.extend([*cs.signals, *cs.targets, *cs.statuses, *cs.portfolio, *cs.ml])
+        if cs.bars:  # the models' end-of-run records come in a cross-section without bars, not for the account
+            out.extend(account.update(cs))
     out.extend(account.flush())
     return out
 
