@@ -47,6 +47,7 @@ class MlFeaturesSnap:
     z_num: float = 0.0
     surprise: float | None = None
     bar: Bar | None = None
+    count: int = 0
 
 
 def _alpha(halflife: float, key: str) -> float:
@@ -99,6 +100,7 @@ class MlFeatures:
         self._z_num = 0.0  # ln close - its EWMA, at the last bar
         self._surprise: float | None = None  # the last bar's volume surprise
         self._bar: Bar | None = None
+        self.count = 0  # bars taken
 
     def mark_quarantined(self, ts_event: int) -> None:
         """A record of this instrument stamped `ts_event` was quarantined: vectors near it are invalid."""
@@ -111,32 +113,37 @@ class MlFeatures:
 
     def advance(self, bar: Bar) -> None:
         """Take the next bar: the running state only (a few float operations); `vector` builds the vector."""
-        if self._times and bar.ts_event <= self._times[-1]:
-            raise InvariantError(f"bar of {bar.instrument} at {bar.ts_event} is not after the last "
-                                 f"({self._times[-1]})")
-        close = bar.close
+        times, closes = self._times, self._closes
+        ts, close = bar.ts_event, bar.close
+        if times and ts <= times[-1]:
+            raise InvariantError(f"bar of {bar.instrument} at {ts} is not after the last ({times[-1]})")
         if not (close > 0 and math.isfinite(close)):
-            raise InvariantError(f"bar of {bar.instrument} at {bar.ts_event} has close {close!r}")
-        tf = self._tf = bar.ts_event - bar.ts_open
-        if self._closes:
-            r = math.log(close / self._closes[-1])
-            self._var = r * r if self._var is None else self._var + self.vol_alpha * (r * r - self._var)
+            raise InvariantError(f"bar of {bar.instrument} at {ts} has close {close!r}")
+        tf = self._tf = ts - bar.ts_open
+        if closes:
+            r = math.log(close / closes[-1])
+            var = self._var
+            self._var = r * r if var is None else var + self.vol_alpha * (r * r - var)
             self._var_count += 1
-            if tf > 0 and bar.ts_event - self._times[-1] > tf:
-                self._gap_start = self._times[-1]
-        self._closes.append(close)
-        self._times.append(bar.ts_event)
-        level = math.log(close)
-        self._level = level if self._level is None else self._level + self.z_alpha * (level - self._level)
-        self._z_num = level - self._level
-        self._surprise = None
-        volume = bar.volume
+            if tf > 0 and ts - times[-1] > tf:
+                self._gap_start = times[-1]
+        closes.append(close)
+        times.append(ts)
+        level, mean = math.log(close), self._level
+        self._level = mean = level if mean is None else mean + self.z_alpha * (level - mean)
+        self._z_num = level - mean
+        volume, v = bar.volume, self._volume
         if volume > 0 and math.isfinite(volume):
-            if self._volume:
-                self._surprise = math.log(volume / self._volume)
-            self._volume = (volume if self._volume is None
-                            else self._volume + self.volume_alpha * (volume - self._volume))
+            self._surprise = math.log(volume / v) if v else None
+            self._volume = volume if v is None else v + self.volume_alpha * (volume - v)
+        else:
+            self._surprise = None
         self._bar = bar
+        self.count += 1
+
+    @property
+    def last_close(self) -> float | None:
+        return self._closes[-1] if self._closes else None
 
     def vector(self) -> FeatureVector:
         """The feature vector of the last bar taken (see the module docstring)."""
@@ -174,7 +181,8 @@ class MlFeatures:
         return MlFeaturesSnap(version=self.VERSION, closes=tuple(self._closes), times=tuple(self._times),
                               var=self._var, var_count=self._var_count, log_level=self._level, volume=self._volume,
                               last_quarantine=self._last_quarantine, timeframe_ns=self._tf,
-                              z_num=self._z_num, surprise=self._surprise, bar=self._bar)
+                              z_num=self._z_num, surprise=self._surprise, bar=self._bar,
+                              count=self.count)
 
     @classmethod
     def restore(cls, snap: MlFeaturesSnap, horizons: Sequence[int] = (1, 4, 24), vol_halflife: float = 24.0,
@@ -185,7 +193,7 @@ class MlFeatures:
         core._times.extend(snap.times)
         core._var, core._var_count = snap.var, snap.var_count
         core._level, core._volume, core._last_quarantine = snap.log_level, snap.volume, snap.last_quarantine
-        core._z_num, core._surprise, core._bar = snap.z_num, snap.surprise, snap.bar
+        core._z_num, core._surprise, core._bar, core.count = snap.z_num, snap.surprise, snap.bar, snap.count
         tf = core._tf = snap.timeframe_ns
         core._gap_start = next((a for a, b in reversed(list(itertools.pairwise(snap.times))) if tf > 0 and b - a > tf),
                                None)

@@ -60,6 +60,7 @@ from operators.signals.momentum import SignalModel
 
 Mode = Literal["shadow", "blended"]
 ALL = ""  # the scope "every instrument" / "every regime" of a metric
+INSTRUMENT_ROWS_EVERY = 10  # per-instrument metric rows at every 10th rebalance (and at the end): each costs an IC
 WARMUP = "warmup"
 
 
@@ -128,15 +129,14 @@ class MlCoreSnap:
     due: tuple[tuple[str, int], ...]
     metrics: tuple[tuple[tuple[str, str, str], MetricsSnap], ...]
     written: tuple[tuple[tuple[str, str, str], int], ...]
-    bars: tuple[tuple[str, int], ...]
-    latest: tuple[tuple[str, float, int], ...]  # per instrument: last close, bar index
-    regimes: tuple[tuple[str, tuple[tuple[int, str], ...]], ...]
+    regimes: tuple[tuple[tuple[str, int], str], ...]
     regime: RegimeSnap
     skill: tuple[tuple[str, tuple[SkillItem, ...]], ...]
     windows: tuple[tuple[str, tuple[tuple[float, float, float], ...]], ...]
     weights: tuple[tuple[str, float], ...]
     drifted: tuple[tuple[str, str], ...]
     last_ts: int
+    decisions: int
 
 
 @dataclass(slots=True)
@@ -180,16 +180,15 @@ class MlCore:
                 self._models[name].load(pipelines)
         self._metrics: dict[tuple[str, str, str], PrequentialMetrics] = {}
         self._written: dict[tuple[str, str, str], int] = {}
-        self._bars: dict[str, int] = {}
         self._features: dict[str, MlFeatures] = {}
         self._due: dict[str, int] = {}  # per instrument, the bar at which a label (model or skill) is next due
-        self._latest: dict[str, tuple[float, int]] = {}  # per instrument: last close, its bar index
-        self._regimes: dict[str, deque[tuple[int, str]]] = {}
+        self._regimes: dict[tuple[str, int], str] = {}  # (instrument, time) of a waiting prediction -> its regime
         self._regime = RegimeDetector(**dict(s.regime))  # type: ignore[arg-type]
         self._skill: dict[str, deque[SkillItem]] = {}
         self._gates = {m.name: _Gate(window=deque(maxlen=s.skill_window)) for m in s.models if m.mode == "blended"}
         self._drifted: dict[str, str] = {}
         self._last_ts = -1
+        self._decisions = 0
         self._learn_every = s.learn_every or s.horizon
 
     # -- every processed time ---------------------------------------------------------------------
@@ -198,38 +197,49 @@ class MlCore:
         """The bars closed at `ts` (with the quarantine marks that came before each): features, predictions on
         learning bars, the labels due, the scores."""
         self._last_ts = ts
-        regime = self._market_regime(ts, bars)
         out: list[MlRecord] = []
-        h, every, store = self.settings.horizon, self._learn_every, self.settings.store_every
-        for inst in sorted(bars):
+        every, store, h = self._learn_every, self.settings.store_every, self.settings.horizon
+        rets: list[float] = []
+        work: list[tuple[str, Bar, MlFeatures, int]] = []
+        due = self._due
+        for inst in sorted(bars):  # every bar: the features' running state, cheap; the rest only where needed
             b, marks = bars[inst]
             feats = self._features.get(inst)
             if feats is None:
                 feats = self._features[inst] = MlFeatures(**dict(self.settings.features))
             for m in marks:
                 feats.mark_quarantined(m)
+            prev = feats.last_close
             feats.advance(b)
-            bar = self._bars.get(inst, 0)
-            self._bars[inst] = bar + 1
-            self._latest[inst] = (b.close, bar)
-            regimes = self._regimes.setdefault(inst, deque(maxlen=h + 1))
-            regimes.append((b.ts_event, regime))
+            if prev is not None:
+                rets.append(math.log(b.close / prev))
+            bar = feats.count - 1
+            if bar % every == 0 or (store and bar % store == 0) or due.get(inst, bar + 1) <= bar:
+                work.append((inst, b, feats, bar))
+        self._regime.update(ts, math.fsum(rets) / len(rets) if rets else None)
+        regime = self._regime.regime if self._regime.bars > self._regime.warmup_bars else WARMUP
+        for inst, b, feats, bar in work:
             learning = bar % every == 0
-            v = feats.vector() if learning or (store and bar % store == 0) else None
-            if v is not None and store and bar % store == 0:
+            stored = store and bar % store == 0
+            v = feats.vector() if learning or stored else None
+            if stored and v is not None:
                 out.append(v)
-            if not learning and self._due.get(inst, bar + 1) > bar:
-                continue  # nothing to predict, nothing to learn: the common bar, kept cheap
-            x = v.as_dict() if v is not None and v.valid else None
-            due = []
+            x = v.as_dict() if learning and v is not None and v.valid else None
+            if x is not None:
+                self._regimes[(inst, b.ts_event)] = regime  # the regime each learning prediction was made in
+            waits: list[int] = []  # bars at which this instrument's labels fall due
+            resolved: set[int] = set()
             for name, model in self._models.items():
+                # the terms before the model learns this bar's labels: those the prediction is made with
+                terms = model.explain(inst, x) if x is not None else ((), math.nan)
                 step = model.observe(inst, b.ts_event, x, b.close, predict=False, bar=bar)
                 if step.prediction is not None and x is not None and v is not None:
                     out.append(self._record(model, inst, v, step.prediction.value, step.prediction.version, "learn",
-                                            math.nan, x))
+                                            math.nan, x, terms=terms))
                 for r in step.resolved:
                     assert r.label is not None
-                    at = next((g for t, g in regimes if t == r.ts_event), WARMUP)
+                    at = self._regimes.get((inst, r.ts_event), WARMUP)
+                    resolved.add(r.ts_event)
                     out.append(MlOutcome(model=name, version=r.version, instrument=inst, ts_event=r.ts_event,
                                          ts_resolved=b.ts_event, value=r.value, label=r.label, regime=at))
                     if self._metric(name, ALL, ALL).update(r.value, r.label):
@@ -238,18 +248,15 @@ class MlCore:
                     self._metric(name, inst, ALL).update(r.value, r.label)
                 pending = model.pending(inst)
                 if pending:
-                    due.append(pending[0].bar + h)
+                    waits.append(pending[0].bar + h)
+            for t in resolved:
+                self._regimes.pop((inst, t), None)
             out += self._resolve_skill(inst, bar, b)
             q = self._skill.get(inst)
             if q:
-                due.append(q[0].bar + h)
-            self._due[inst] = min(due) if due else bar + 1 + h
+                waits.append(q[0].bar + h)
+            due[inst] = min(waits) if waits else bar + 1 + h
         return out
-
-    def _market_regime(self, ts: int, bars: Mapping[str, tuple[Bar, Sequence[int]]]) -> str:
-        rets = [math.log(b.close / self._latest[i][0]) for i, (b, _) in sorted(bars.items()) if i in self._latest]
-        self._regime.update(ts, math.fsum(rets) / len(rets) if rets else None)
-        return self._regime.regime if self._regime.bars > self._regime.warmup_bars else WARMUP
 
     def _metric(self, name: str, inst: str, regime: str) -> PrequentialMetrics:
         scope = (name, inst, regime)
@@ -340,7 +347,8 @@ class MlCore:
             for name, g in sorted(self._gates.items()):
                 a += g.weight * model_scores.get(name, {}).get(key, base[key])
             alpha[key] = a
-        out += self._metric_rows(ts)
+        self._decisions += 1
+        out += self._metric_rows(ts, instruments=self._decisions % INSTRUMENT_ROWS_EVERY == 0)
         return alpha, out
 
     def _scale(self, name: str, values: Mapping[str, float], volatility: Mapping[str, float | None]
@@ -366,10 +374,10 @@ class MlCore:
         """Queue each key's scores for their forward return (one sample per key and vector)."""
         for key in sorted(keys):
             inst = keys[key]
-            latest = self._latest.get(inst)
-            if latest is None:
+            feats = self._features.get(inst)
+            if feats is None or feats.last_close is None:
                 continue
-            close, bar = latest
+            close, bar = feats.last_close, feats.count - 1
             q = self._skill.setdefault(inst, deque())
             if q and q[-1].bar == bar:
                 continue  # no new bar since the last rebalance: the same sample
@@ -423,9 +431,12 @@ class MlCore:
     def weight(self, name: str) -> float:
         return self._gates[name].weight if name in self._gates else 0.0
 
-    def _metric_rows(self, ts: int) -> list[MlRecord]:
+    def _metric_rows(self, ts: int, *, instruments: bool = True) -> list[MlRecord]:
+        """Rows of the scopes scored since their last row; per-instrument scopes only when `instruments`."""
         out: list[MlRecord] = []
         for scope in sorted(self._metrics):
+            if scope[1] != ALL and not instruments:
+                continue
             m = self._metrics[scope]
             c = m.cumulative()
             if self._written.get(scope) == c.samples:
@@ -438,12 +449,12 @@ class MlCore:
 
     def _record(self, model: DelayedLabelModel, inst: str, v: FeatureVector, value: float, version: int,
                 purpose: Literal["learn", "decide"], score: float, x: Mapping[str, float], *,
-                ts: int | None = None) -> MlPrediction:
-        terms, intercept = model.explain(inst, x)
+                ts: int | None = None, terms: tuple[tuple[float, ...], float] | None = None) -> MlPrediction:
+        contributions, intercept = model.explain(inst, x) if terms is None else terms
         return MlPrediction(model=model.name, version=version, instrument=inst,
                             ts_event=v.ts_event if ts is None else ts, purpose=purpose, value=value, score=score,
-                            feature_ts=v.ts_event, names=tuple(x), inputs=tuple(x.values()), contributions=terms,
-                            intercept=intercept)
+                            feature_ts=v.ts_event, names=tuple(x), inputs=tuple(x.values()),
+                            contributions=contributions, intercept=intercept)
 
     # -- end of run, state ---------------------------------------------------------------------------
 
@@ -471,15 +482,13 @@ class MlCore:
             due=tuple(sorted(self._due.items())),
             metrics=tuple((k, m.snapshot()) for k, m in sorted(self._metrics.items())),
             written=tuple(sorted(self._written.items())),
-            bars=tuple(sorted(self._bars.items())),
-            latest=tuple((k, v, b) for k, (v, b) in sorted(self._latest.items())),
-            regimes=tuple((k, tuple(q)) for k, q in sorted(self._regimes.items())),
+            regimes=tuple(sorted(self._regimes.items())),
             regime=self._regime.snapshot(),
             skill=tuple((k, tuple(q)) for k, q in sorted(self._skill.items())),
             windows=tuple((k, tuple(g.window)) for k, g in sorted(self._gates.items())),
             weights=tuple((k, g.weight) for k, g in sorted(self._gates.items())),
             drifted=tuple(sorted(self._drifted.items())),
-            last_ts=self._last_ts)
+            last_ts=self._last_ts, decisions=self._decisions)
 
     @classmethod
     def restore(cls, settings: MlSettings, rules: Sequence[SignalModel], snap: MlCoreSnap) -> MlCore:
@@ -497,18 +506,16 @@ class MlCore:
                 mets, core.specs[name].kind, window=s.metrics_window, delta=s.drift_delta,
                 detect_drift=inst == ALL and regime == ALL)
         core._written = dict(snap.written)
-        core._bars = dict(snap.bars)
-        core._latest = {k: (c, b) for k, c, b in snap.latest}
         core._features = {k: MlFeatures.restore(f, **dict(s.features)) for k, f in snap.features}
         core._due = dict(snap.due)
-        core._regimes = {k: deque(q, maxlen=s.horizon + 1) for k, q in snap.regimes}
+        core._regimes = dict(snap.regimes)
         core._regime = RegimeDetector.restore(snap.regime, **dict(s.regime))  # type: ignore[arg-type]
         core._skill = {k: deque(q) for k, q in snap.skill}
         weights = dict(snap.weights)
         for k, w in snap.windows:
             core._gates[k] = _Gate(weight=weights[k], window=deque(w, maxlen=s.skill_window))
         core._drifted = dict(snap.drifted)
-        core._last_ts = snap.last_ts
+        core._last_ts, core._decisions = snap.last_ts, snap.decisions
         return core
 
 

@@ -291,8 +291,13 @@ def _ranks(v: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     order = np.argsort(v, kind="mergesort")
     s = v[order]
     # average rank of each run of ties
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    ends = np.r_[starts[1:], s.size]
+    new = np.empty(s.size, dtype=bool)
+    new[:1] = True
+    np.not_equal(s[1:], s[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    ends = np.empty_like(starts)
+    ends[:-1] = starts[1:]
+    ends[-1:] = s.size
     avg = (starts + ends - 1) / 2.0 + 1.0
     out = np.empty(v.size)
     out[order] = np.repeat(avg, ends - starts)
