@@ -172,6 +172,10 @@ def warm_start(config: Config) -> dict[str, dict[str, tuple[Any, int]]] | None:
         e = exported.model(m.name)
         if e is None:
             continue  # a model the file does not hold starts fresh
+        horizon = config.ml.horizon_bars or config.strategy.rebalance_bars
+        if e.horizon_bars != horizon:
+            raise ConfigError("ml.warm_start", f"{path} holds {m.name} learnt on a {e.horizon_bars}-bar label, but "
+                                               f"this run's horizon is {horizon} bars (ml.horizon_bars)")
         if (e.kind, e.algorithm, e.pooled) != (m.kind, m.algorithm, m.pooled):
             raise ConfigError("ml.warm_start", f"{path} holds {m.name} as {e.kind}/{e.algorithm}/"
                                                f"{'pooled' if e.pooled else 'per instrument'}, but ml.models "

@@ -298,6 +298,10 @@ def _print_summary(s: report.Summary) -> None:
         ("statistics grid", s.stats_interval or "n/a"),
         ("portfolio", f"{s.portfolio_method or 'n/a'}, {s.rebalances:,} rebalances"
                       + (f", {s.solver_fallbacks:,} solver fallbacks" if s.solver_fallbacks else "")),
+        ("online models", "off" if not s.ml_models else
+                          f"{s.ml_models} models, {s.ml_predictions:,} predictions, "
+                          f"{s.ml_drift_events:,} drift events, blend weight {s.ml_blend_weight:.2f} "
+                          f"(headrace ml report --run-id {escape(s.run_id)})"),
         ("sharpe (annualised)", num(s.sharpe, ".2f")), ("sortino (annualised)", num(s.sortino, ".2f")),
         ("volatility (annualised)", num(s.volatility, ".2%")),
         ("max drawdown", f"{s.max_drawdown:.2%}"), ("turnover", f"{s.turnover:.2f}x"),

@@ -548,7 +548,8 @@ class Balance:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Alert:
     """Something an operator must look at: a venue that stays throttled, a reconciliation difference, a venue
-    stopped. `kind` is a short code (``throttled``, ``reconciliation``, ``venue_stopped``)."""
+    stopped, a model whose error drifted. `kind` is a short code (``throttled``, ``reconciliation``,
+    ``venue_stopped``, ``solver_fallback``, ``model_drift``)."""
 
     account: str
     venue: str

@@ -70,7 +70,7 @@ def export_models(rows: list[dict[str, Any]], run_id: str) -> bytes:
 
     Examples
     --------
-    >>> row = {"model": "m", "kind": "classifier", "algorithm": "logistic", "pooled": True, "horizon_bars": 4,
+    >>> row = {"model": "m", "kind": "classifier", "algorithm": "linear", "pooled": True, "horizon_bars": 4,
     ...        "updates": {"": 7}, "features": ["r1"], "state": "AA==", "ts_event": 1}
     >>> json.loads(gzip.decompress(export_models([row], "r")))["models"][0]["updates"]
     {'': 7}

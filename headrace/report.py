@@ -70,6 +70,10 @@ class Summary:
     portfolio_method: str = ""  # portfolio.method of the run
     rebalances: int = 0  # bar times at which targets were decided
     solver_fallbacks: int = 0  # rebalances whose solve failed and fell back (rebalances.fallback != 'none')
+    ml_models: int = 0  # online models that ran (ml.enabled)
+    ml_predictions: int = 0
+    ml_drift_events: int = 0
+    ml_blend_weight: float = 0.0  # the blended models' summed weight at the end of the run
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -369,7 +373,22 @@ def summarize(db: Queryable, run_id: str, *, events_in: int, initial_equity: flo
         portfolio_method=config.portfolio.method if config is not None else "",
         rebalances=rebalances,
         solver_fallbacks=fallbacks,
+        **_ml_counts(db, run_id),
     )
+
+
+def _ml_counts(db: Queryable, run_id: str) -> dict[str, Any]:
+    """The online models' headline figures for the summary (zeros when ML was off)."""
+    if not _table_exists(db, "ml_predictions"):
+        return {}
+    row = db.query(
+        "SELECT (SELECT uniqExact(model) FROM ml_predictions WHERE run_id = {run:String}) AS models, "
+        "(SELECT count() FROM ml_predictions FINAL WHERE run_id = {run:String}) AS predictions, "
+        "(SELECT count() FROM ml_drift FINAL WHERE run_id = {run:String}) AS drifts, "
+        "(SELECT sum(w) FROM (SELECT argMax(weight, ts_event) AS w FROM ml_weights FINAL "
+        " WHERE run_id = {run:String} GROUP BY model)) AS weight", {"run": run_id})[0]
+    return {"ml_models": int(row["models"]), "ml_predictions": int(row["predictions"]),
+            "ml_drift_events": int(row["drifts"]), "ml_blend_weight": float(row["weight"] or 0.0)}
 
 
 def _rebalances(db: Queryable, run_id: str) -> tuple[int, int]:

@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS alerts
     account   LowCardinality(String),
     venue     LowCardinality(String),
     ts_event  DateTime64(9, 'UTC'),
-    kind      LowCardinality(String),            -- throttled | reconciliation | venue_stopped
+    kind      LowCardinality(String),            -- throttled | reconciliation | venue_stopped | solver_fallback | model_drift
     message   String
 )
 ENGINE = ReplacingMergeTree

@@ -129,7 +129,7 @@ CREATE TABLE IF NOT EXISTS ml_models
     model         LowCardinality(String),
     ts_event      DateTime64(9, 'UTC'),               -- the end of the run
     kind          LowCardinality(String),             -- classifier | regressor
-    algorithm     LowCardinality(String),             -- the River pipeline (logistic, linear, forest, ...)
+    algorithm     LowCardinality(String),             -- linear (scaler + logistic/linear regression) | forest
     pooled        Bool,                               -- one model across instruments (key '')
     horizon_bars  Int64,                              -- the label's horizon
     update_keys   Array(String),                      -- the pipelines' keys (instrument, or '' pooled)

@@ -77,15 +77,16 @@ class MlFeatures:
     def __init__(self, horizons: Sequence[int] = (1, 4, 24), vol_halflife: float = 24.0, z_halflife: float = 24.0,
                  volume_halflife: float = 24.0, min_vol_bars: int = 10) -> None:
         if not horizons or any(h < 1 for h in horizons):
-            raise ConfigError("ml.horizons", f"must be a non-empty list of bar counts >= 1, was {list(horizons)!r}")
+            raise ConfigError("ml.feature_horizons",
+                              f"must be a non-empty list of bar counts >= 1, was {list(horizons)!r}")
         if min_vol_bars < 1:
             raise ConfigError("ml.min_vol_bars", f"must be >= 1, was {min_vol_bars!r}")
         self.horizons = tuple(sorted(set(horizons)))
         self.vol_halflife, self.z_halflife, self.volume_halflife = vol_halflife, z_halflife, volume_halflife
         self.longest = self.horizons[-1]
-        self.vol_alpha = _alpha(vol_halflife, "ml.vol_halflife")
-        self.z_alpha = _alpha(z_halflife, "ml.z_halflife")
-        self.volume_alpha = _alpha(volume_halflife, "ml.volume_halflife")
+        self.vol_alpha = _alpha(vol_halflife, "ml.vol_halflife_bars")
+        self.z_alpha = _alpha(z_halflife, "ml.zscore_halflife_bars")
+        self.volume_alpha = _alpha(volume_halflife, "ml.volume_halflife_bars")
         self.min_vol_bars = min_vol_bars
         self._closes: deque[float] = deque(maxlen=self.longest + 1)
         self._times: deque[int] = deque(maxlen=self.longest + 1)  # (close time) of those bars

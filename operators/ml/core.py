@@ -271,7 +271,7 @@ class MlCore:
     def _drift(self, ts: int, name: str) -> list[MlRecord]:
         model = self._models[name]
         policy = self.settings.drift_policy
-        version = model.updates()
+        version = model.total_updates()
         relearned = 0
         if policy != "none":
             relearned = model.reset(relearn=policy == "relearn")
@@ -326,14 +326,16 @@ class MlCore:
         model_scores: dict[str, dict[str, float]] = {}
         for name, model in self._models.items():
             preds: dict[str, tuple[float, int, FeatureVector, dict[str, float]]] = {}
+            terms: dict[str, tuple[tuple[float, ...], float]] = {}
             for key, (v, x) in vectors.items():
-                value, version = model.predict(keys[key], x)
+                value, version, contributions, intercept = model.predict_explain(keys[key], x)
                 preds[key] = (value, version, v, x)
+                terms[key] = (contributions, intercept)
             scores = self._scale(name, {k: p[0] for k, p in preds.items()}, volatility)
             model_scores[name] = scores
             for key, (value, version, v, x) in preds.items():
                 out.append(self._record(model, keys[key], v, value, version, "decide", scores[key], x,
-                                        ts=ts))
+                                        ts=ts, terms=terms[key]))
         vol = {k: v for k, v in volatility.items() if v is not None}
         rules = {self.rules[0].name: dict(rule_scores)}
         for r in self.rules[1:]:

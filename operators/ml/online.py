@@ -112,9 +112,9 @@ class DelayedLabelModel:
         if kind not in KINDS:
             raise ConfigError(f"{config_key}.kind", f"must be one of {KINDS}, was {kind!r}")
         if horizon < 1:
-            raise ConfigError(f"{config_key}.horizon", f"must be >= 1 bar, was {horizon!r}")
+            raise ConfigError(f"{config_key}.horizon_bars", f"must be >= 1 bar, was {horizon!r}")
         if learn_every is not None and learn_every < 1:
-            raise ConfigError(f"{config_key}.learn_every", f"must be >= 1 bar, was {learn_every!r}")
+            raise ConfigError(f"{config_key}.learn_every_bars", f"must be >= 1 bar, was {learn_every!r}")
         self.name = name
         self.kind: Kind = kind
         self.horizon = int(horizon)
@@ -145,6 +145,10 @@ class DelayedLabelModel:
 
     def _model_key(self, key: str) -> str:
         return POOLED if self.pooled else key
+
+    def total_updates(self) -> int:
+        """Labels learnt over every model of this name (one pooled model, or one per key)."""
+        return sum(self._updates.values())
 
     def updates(self, key: str = POOLED) -> int:
         """Labels learnt by the model of `key` (pooled: the one model, whatever the key)."""
@@ -211,13 +215,23 @@ class DelayedLabelModel:
     def explain(self, key: str, x: Mapping[str, float]) -> tuple[tuple[float, ...], float]:
         """A linear model's terms of the decision function on `x` (in the order of `x`'s keys) and its intercept:
         ``intercept + sum(terms)`` is the prediction (a classifier's log-odds). A forest: ``((), nan)``."""
+        return self.predict_explain(key, x)[2:]
+
+    def predict_explain(self, key: str, x: Mapping[str, float]
+                        ) -> tuple[float, int, tuple[float, ...], float]:
+        """`predict` and `explain` in one pass (the input is scaled once): value, version, terms, intercept.
+
+        The value is the pipeline's own (its head applied to the scaled input), so it equals `predict`'s."""
+        mk, model = self._model(key)
         if self.forest:
-            return (), math.nan
-        _, model = self._model(key)
-        scaler, head = list(model.steps.values())
+            return self._predict(model, x), self._updates[mk], (), math.nan
+        scaler, head = model.steps.values()
         z = scaler.transform_one(dict(x))
+        value = (float(head.predict_proba_one(z).get(True, 0.5)) if self.kind == "classifier"
+                 else float(head.predict_one(z)))
         w = head.weights
-        return tuple(float(w.get(k, 0.0)) * float(z.get(k, 0.0)) for k in x), float(head.intercept)
+        return value, self._updates[mk], tuple(float(w.get(k, 0.0)) * float(z.get(k, 0.0)) for k in x), \
+            float(head.intercept)
 
     def reset(self, *, relearn: bool) -> int:
         """Start every model afresh (a drift); ``relearn``: the new model learns the last `memory` labels again,

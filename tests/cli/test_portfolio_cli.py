@@ -25,7 +25,7 @@ ARGS = ["--data", str(UNIVERSE), "--venue", "huobi", "--quote", "USDT", "--timer
         "--set", "strategy.rebalance_bars=24", "--set", "features.momentum_lookback_bars=72",
         "--set", "features.vol_halflife_bars=48.0", "--set", "sizing.min_trade_weight=0.002",
         "--set", "portfolio.min_bars=48", "--set", "replay.chunk_rows=1000",
-        "--set", "portfolio.record_risk=true"]
+        "--set", "portfolio.record_risk=true", "--set", "ml.enabled=false"]  # models: tests/cli/test_ml_replay.py
 REPORT_KEYS = {"run_id", "method", "rebalances", "periods", "forecast_vol", "realised_vol", "bias_statistic",
                "solve_ms_p99"}
 TABLES = ("fills", "rebalances", "risk_contributions")

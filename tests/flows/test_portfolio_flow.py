@@ -30,11 +30,13 @@ pytestmark = pytest.mark.skipif(not HOURLY.exists(), reason=f"real data not foun
 
 
 def hourly_config(method: str, *extra: str) -> Config:
+    # the models are off here (their guarantees are tested in tests/unit/operators/ml and tests/cli/test_ml_replay.py):
+    # the portfolio methods' rows and resume are what this file checks, and the suite's time is budgeted
     return small_config('replay.venue="huobi"', 'replay.quote="USDT"', "replay.chunk_rows=5000",
                         f'portfolio.method="{method}"', "strategy.rebalance_bars=24",
                         "features.momentum_lookback_bars=168", "features.vol_halflife_bars=72.0",
                         "strategy.min_instruments=5", 'strategy.stale_after="2h"', "sizing.min_trade_weight=0.002",
-                        "portfolio.record_risk=true", *extra)
+                        "portfolio.record_risk=true", "ml.enabled=false", *extra)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from operators.portfolio.sizing import VolTargetSizer
 from operators.signals.momentum import CrossSectionalMomentum, TimeSeriesMomentum
 
 H = 3600 * 10**9
-KEYS = tuple(f"v:A{i}/Q" for i in range(8))
+KEYS = tuple(f"v:A{i}/Q" for i in range(6))
 SIZER = VolTargetSizer(target_volatility=0.5, max_weight=0.5, max_gross_leverage=1.0, long_only=False)
 MODELS = (ModelSpec("shadow_lin", "regressor", "linear", True, "shadow"),
           ModelSpec("blend_logit", "classifier", "linear", True, "blended"))
@@ -213,7 +213,7 @@ def test_invalid_vectors_are_neither_learnt_from_nor_traded_on() -> None:
     ml = MlCore(settings(store_every=1), rules())
     out = run(cross(ml), batches(bars_of(prices, skip), marks))
     vectors = {(v.instrument, v.ts_event): v for v in records(out, FeatureVector)}
-    assert len(vectors) == 8 * 300 - 1
+    assert len(vectors) == len(KEYS) * 300 - 1
     gap = [v for v in vectors.values() if "gap" in v.flags]
     quarantine = [v for v in vectors.values() if "quarantine" in v.flags]
     assert gap and {v.instrument for v in gap} == {KEYS[0]}
