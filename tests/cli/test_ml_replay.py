@@ -72,41 +72,49 @@ LOOSE = ["--set", "ml.blend_min_t=0.0", "--set", "ml.blend_margin=0.0", "--set",
          "--set", "ml.skill_window=60", "--set", "strategy.rebalance_bars=24", "--set", "ml.horizon_bars=12",
          "--set", "replay.chunk_rows=500"]
 PREDICTIONS = ("SELECT model, instrument, purpose, version, value, score, toUnixTimestamp64Nano(ts_event) AS ts "
-               "FROM ml_predictions FINAL WHERE run_id = '{run}' ORDER BY model, instrument, ts, purpose")
+               "FROM ml_predictions FINAL WHERE run_id = '{run}'")
 WEIGHTS = ("SELECT model, previous, weight, reason, toUnixTimestamp64Nano(ts_event) AS ts FROM ml_weights FINAL "
-           "WHERE run_id = '{run}' ORDER BY ts, model")
-
-
-def rows(sql: str, run: str, state: Path) -> list[dict[str, Any]]:
-    return query(sql.format(run=run), state)
+           "WHERE run_id = '{run}'")
 
 
 def test_a_sigkilled_replay_resumes_to_the_same_predictions_weights_and_fills(tmp_path: Path) -> None:
     state, recovery = tmp_path / "state", tmp_path / "recovery"
-    straight = replay_json("--data", str(BITTREX), "--run-id", "straight", *LOOSE, state=state)
-    again = replay_json("--data", str(BITTREX), "--run-id", "again", *LOOSE, state=state)
-    args = ["replay", "--data", str(BITTREX), "--recovery-dir", str(recovery), "--snapshot-s", "0.05", "--quiet",
-            "--json", *LOOSE, "--set", f"storage.state_dir={state}"]
-    run_id, resumed = kill_then_resume(args, recovery, after_slices=40)
+    data = [a for f in ("ETH_BTC-5m.feather", "LTC_BTC-5m.feather", "XMR_BTC-5m.feather", "ZEC_BTC-5m.feather")
+            for a in ("--data", str(BITTREX / f))]
+    straight = replay_json(*data, "--run-id", "straight", *LOOSE, state=state)
+    again = replay_json(*data, "--run-id", "again", *LOOSE, state=state)
+    args = ["replay", *data, "--recovery-dir", str(recovery), "--snapshot-s", "0.05", "--quiet", "--json", *LOOSE,
+            "--set", f"storage.state_dir={state}"]
+    run_id, resumed = kill_then_resume(args, recovery, after_slices=20)
     assert resumed["final_equity"] == straight["final_equity"] == again["final_equity"]
-    predictions = rows(PREDICTIONS, "straight", state)
-    weights = rows(WEIGHTS, "straight", state)
-    assert len(predictions) > 1000 and len(weights) > 3
-    assert rows(PREDICTIONS, "again", state) == predictions  # two runs predict alike
-    assert rows(PREDICTIONS, run_id, state) == predictions
-    assert rows(WEIGHTS, run_id, state) == weights
-    fills = f"SELECT {FILL_COLUMNS} FROM fills FINAL WHERE run_id = '{{run}}' ORDER BY ts_event, instrument, event_id"
-    assert rows(fills, run_id, state) == rows(fills, "straight", state) != []
+    runs = ("straight", "again", run_id)
+
+    def per_run(sql: str) -> dict[str, list[dict[str, Any]]]:
+        """`sql`'s rows for each of the three runs, in one query (each CLI call starts a process)."""
+        out: dict[str, list[dict[str, Any]]] = {r: [] for r in runs}
+        for row in query(" UNION ALL ".join(f"SELECT '{r}' AS run, * FROM ({sql.format(run=r)})" for r in runs),
+                         state):
+            out[row.pop("run")].append(row)
+        return {r: sorted(v, key=lambda x: tuple(map(str, x.values()))) for r, v in out.items()}
+
+    predictions, weights = per_run(PREDICTIONS), per_run(WEIGHTS)
+    fills = per_run(f"SELECT {FILL_COLUMNS} FROM fills FINAL WHERE run_id = '{{run}}'")
+    assert len(predictions["straight"]) > 500 and len(weights["straight"]) > 3 and fills["straight"]
+    assert predictions["again"] == predictions["straight"]  # two runs predict alike
+    assert predictions[run_id] == predictions["straight"]  # and the resumed run as well
+    assert weights[run_id] == weights["again"] == weights["straight"]
+    assert fills[run_id] == fills["straight"]
     # no duplicate rows, even without FINAL: every event id once
-    for t in ("ml_predictions", "ml_outcomes", "ml_skill", "ml_weights", "ml_metrics"):
-        [n] = query(f"SELECT count() AS rows, uniqExact(event_id) AS ids FROM {t} WHERE run_id = '{run_id}'", state)
-        assert n["rows"] == n["ids"] > 0, (t, n)
+    counts = query(" UNION ALL ".join(f"SELECT '{t}' AS t, count() AS rows, uniqExact(event_id) AS ids FROM {t} "
+                                      f"WHERE run_id = '{run_id}'" for t in ("ml_predictions", "ml_outcomes",
+                                                                             "ml_skill", "ml_weights", "ml_metrics")),
+                   state)
+    assert all(n["rows"] == n["ids"] > 0 for n in counts), counts
 
 
 def test_models_exported_after_a_run_warm_start_another(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    data = [a for f in ("ETH_BTC-5m.feather", "LTC_BTC-5m.feather", "XMR_BTC-5m.feather")
-            for a in ("--data", str(BITTREX / f))]
+    data = [a for f in ("ETH_BTC-5m.feather", "LTC_BTC-5m.feather") for a in ("--data", str(BITTREX / f))]
     sets = ["--set", "strategy.rebalance_bars=24", "--set", "ml.horizon_bars=12"]
     replay_json(*data, *sets, "--run-id", "first", state=state)
     out = tmp_path / "models.json.gz"
