@@ -208,6 +208,8 @@ class Bar:
     `bid`/`ask` are the last quote at or before the close when quotes were seen, else None; `bid_size`/
     `ask_size` the sizes of that quote. `bids`/`asks` are the top levels ``(price, amount)``, best first, of
     the last order-book state at or before the close when the data is an order book, else empty.
+    `buy_volume`/`sell_volume` split the volume of trades whose aggressor side is known (None for recorded bars,
+    quote-only bars and trades without sides).
     """
 
     instrument: str
@@ -225,6 +227,8 @@ class Bar:
     ask_size: float | None = None
     bids: tuple[tuple[float, float], ...] = ()
     asks: tuple[tuple[float, float], ...] = ()
+    buy_volume: float | None = None  # bars built from trades with aggressor sides: volume bought, sold
+    sell_volume: float | None = None
 
     @property
     def event_id(self) -> str:

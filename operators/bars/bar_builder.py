@@ -40,11 +40,13 @@ class Agg:
     ask_size: float | None = None
     bids: Levels = ()  # its top levels (quotes from an order book)
     asks: Levels = ()
+    buy: float = 0.0  # volume of trades whose aggressor bought (side +1), sold (-1); unknown sides in neither
+    sell: float = 0.0
 
     def merge(self, later: Agg) -> Agg:
         return Agg(self.start, self.open, max(self.high, later.high), min(self.low, later.low), later.close,
                    self.volume + later.volume, self.count + later.count, later.bid, later.ask, later.bid_size,
-                   later.ask_size, later.bids, later.asks)
+                   later.ask_size, later.bids, later.asks, self.buy + later.buy, self.sell + later.sell)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,8 @@ class BarBuilderSnap:
     quarantined: tuple[int, ...] = ()
 
 
-def aggregate(ts: I64, price: F64, size: F64, timeframe_ns: int) -> list[Agg]:
+def aggregate(ts: I64, price: F64, size: F64, timeframe_ns: int, side: npt.NDArray[np.int8] | None = None
+              ) -> list[Agg]:
     """Group time-ordered values into bar buckets of `timeframe_ns` and return one `Agg` per bucket.
 
     The batch equivalent is a polars ``group_by_dynamic`` (or ``group_by(ts // tf)``) with first, max,
@@ -85,10 +88,16 @@ def aggregate(ts: I64, price: F64, size: F64, timeframe_ns: int) -> list[Agg]:
     lows = np.minimum.reduceat(price, starts)
     vols = np.add.reduceat(size, starts)
     counts = np.diff(np.r_[starts, len(ts)])
+    if side is None:
+        buys = sells = np.zeros(len(starts))
+    else:
+        buys = np.add.reduceat(np.where(side > 0, size, 0.0), starts)
+        sells = np.add.reduceat(np.where(side < 0, size, 0.0), starts)
     return [
-        Agg(int(b), float(o), float(h), float(lo), float(c), float(v), int(n))
-        for b, o, h, lo, c, v, n in zip(bucket[starts].tolist(), price[starts].tolist(), highs.tolist(),
-                                        lows.tolist(), price[ends].tolist(), vols.tolist(), counts.tolist())
+        Agg(int(b), float(o), float(h), float(lo), float(c), float(v), int(n), buy=float(bu), sell=float(se))
+        for b, o, h, lo, c, v, n, bu, se in zip(bucket[starts].tolist(), price[starts].tolist(), highs.tolist(),
+                                                lows.tolist(), price[ends].tolist(), vols.tolist(), counts.tolist(),
+                                                buys.tolist(), sells.tolist())
     ]
 
 
@@ -158,7 +167,7 @@ class BarBuilder:
         ]
 
     def _fold_trades(self, t: TradeChunk) -> None:
-        for g in aggregate(t.ts_event, t.price, t.amount, self.timeframe_ns):
+        for g in aggregate(t.ts_event, t.price, t.amount, self.timeframe_ns, t.side):
             prev = self._trades.get(g.start)
             self._trades[g.start] = prev.merge(g) if prev else g
 
@@ -188,7 +197,9 @@ class BarBuilder:
             out.append(Bar(instrument=self.instrument, ts_open=s, ts_event=s + tf, open=src.open, high=src.high,
                            low=src.low, close=src.close, volume=t.volume if t else 0.0, trades=t.count if t else 0,
                            bid=self._last_bid, ask=self._last_ask, bid_size=self._last_bid_size,
-                           ask_size=self._last_ask_size, bids=self._last_bids, asks=self._last_asks))
+                           ask_size=self._last_ask_size, bids=self._last_bids, asks=self._last_asks,
+                           buy_volume=t.buy if t and t.buy + t.sell > 0 else None,
+                           sell_volume=t.sell if t and t.buy + t.sell > 0 else None))
         return out
 
     def snapshot(self) -> BarBuilderSnap:

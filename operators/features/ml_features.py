@@ -9,7 +9,11 @@ Per bar (all from the instrument's own closed bars, so identical in replay, pape
   volume);
 - where the data has quotes: ``spread`` = (ask - bid) / mid and ``microprice`` = (microprice - mid) / mid, the
   microprice weighting each side by the other side's size (`Bar.bid`, `Bar.ask`, `Bar.bid_size`,
-  `Bar.ask_size`).
+  `Bar.ask_size`);
+- where the bar was built from trades with aggressor sides: ``order_flow`` = (buy volume - sell volume) /
+  (buy volume + sell volume), the signed-volume imbalance in [-1, 1];
+- where several venues quote the same pair: ``basis`` = ln close minus the mean ln close of the pair on the
+  other venues (set by `operators.ml.core.MlCore`, which sees every venue; `set_basis`).
 
 A vector is **valid** only when no flag is set; a model neither learns from nor trades on an invalid one:
 
@@ -48,6 +52,8 @@ class MlFeaturesSnap:
     surprise: float | None = None
     bar: Bar | None = None
     count: int = 0
+    flow: float | None = None
+    basis: float | None = None
 
 
 def _alpha(halflife: float, key: str) -> float:
@@ -102,6 +108,8 @@ class MlFeatures:
         self._surprise: float | None = None  # the last bar's volume surprise
         self._bar: Bar | None = None
         self.count = 0  # bars taken
+        self._flow: float | None = None  # the last bar's signed-volume imbalance
+        self._basis: float | None = None
 
     def mark_quarantined(self, ts_event: int) -> None:
         """A record of this instrument stamped `ts_event` was quarantined: vectors near it are invalid."""
@@ -139,12 +147,24 @@ class MlFeatures:
             self._volume = volume if v is None else v + self.volume_alpha * (volume - v)
         else:
             self._surprise = None
+        buy, sell = bar.buy_volume, bar.sell_volume
+        self._flow = (buy - sell) / (buy + sell) if buy is not None and sell is not None and buy + sell > 0 else None
+        self._basis = None
         self._bar = bar
         self.count += 1
+
+    def set_basis(self, basis: float | None) -> None:
+        """The last bar's cross-venue basis (see `operators.ml.core`): ``ln close`` minus the mean ``ln close``
+        of the same pair on the other venues; kept until the next bar."""
+        self._basis = basis
 
     @property
     def last_close(self) -> float | None:
         return self._closes[-1] if self._closes else None
+
+    @property
+    def last_ts(self) -> int | None:
+        return self._times[-1] if self._times else None
 
     def vector(self) -> FeatureVector:
         """The feature vector of the last bar taken (see the module docstring)."""
@@ -161,6 +181,10 @@ class MlFeatures:
                 values.append(("zscore", self._z_num / vol))
         if self._surprise is not None:
             values.append(("volume_surprise", self._surprise))
+        if self._flow is not None:
+            values.append(("order_flow", self._flow))
+        if self._basis is not None:
+            values.append(("basis", self._basis))
         if bar.bid is not None and bar.ask is not None and 0 < bar.bid <= bar.ask:
             mid = (bar.bid + bar.ask) / 2
             values.append(("spread", (bar.ask - bar.bid) / mid))
@@ -183,7 +207,7 @@ class MlFeatures:
                               var=self._var, var_count=self._var_count, log_level=self._level, volume=self._volume,
                               last_quarantine=self._last_quarantine, timeframe_ns=self._tf,
                               z_num=self._z_num, surprise=self._surprise, bar=self._bar,
-                              count=self.count)
+                              count=self.count, flow=self._flow, basis=self._basis)
 
     @classmethod
     def restore(cls, snap: MlFeaturesSnap, horizons: Sequence[int] = (1, 4, 24), vol_halflife: float = 24.0,
@@ -195,6 +219,7 @@ class MlFeatures:
         core._var, core._var_count = snap.var, snap.var_count
         core._level, core._volume, core._last_quarantine = snap.log_level, snap.volume, snap.last_quarantine
         core._z_num, core._surprise, core._bar, core.count = snap.z_num, snap.surprise, snap.bar, snap.count
+        core._flow, core._basis = snap.flow, snap.basis
         tf = core._tf = snap.timeframe_ns
         core._gap_start = next((a for a, b in reversed(list(itertools.pairwise(snap.times))) if tf > 0 and b - a > tf),
                                None)

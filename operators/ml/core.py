@@ -51,6 +51,7 @@ from headrace.events import (
     MlRecord,
     MlSkill,
     MlWeight,
+    split_instrument,
 )
 from operators.base import check_version
 from operators.features.ml_features import MlFeatures, MlFeaturesSnap
@@ -181,6 +182,8 @@ class MlCore:
         self._metrics: dict[tuple[str, str, str], PrequentialMetrics] = {}
         self._written: dict[tuple[str, str, str], int] = {}
         self._features: dict[str, MlFeatures] = {}
+        self._members: dict[tuple[str, str], list[str]] = {}  # (base, quote) -> its instruments (any venue)
+        self._pairs = False  # some pair is quoted on two venues: compute the basis
         self._due: dict[str, int] = {}  # per instrument, the bar at which a label (model or skill) is next due
         self._regimes: dict[tuple[str, int], str] = {}  # (instrument, time) of a waiting prediction -> its regime
         self._regime = RegimeDetector(**dict(s.regime))  # type: ignore[arg-type]
@@ -207,6 +210,7 @@ class MlCore:
             feats = self._features.get(inst)
             if feats is None:
                 feats = self._features[inst] = MlFeatures(**dict(self.settings.features))
+                self._join_pair(inst)
             for m in marks:
                 feats.mark_quarantined(m)
             prev = feats.last_close
@@ -216,6 +220,8 @@ class MlCore:
             bar = feats.count - 1
             if bar % every == 0 or (store and bar % store == 0) or due.get(inst, bar + 1) <= bar:
                 work.append((inst, b, feats, bar))
+        if self._pairs:
+            self._basis(bars)
         self._regime.update(ts, math.fsum(rets) / len(rets) if rets else None)
         regime = self._regime.regime if self._regime.bars > self._regime.warmup_bars else WARMUP
         for inst, b, feats, bar in work:
@@ -257,6 +263,28 @@ class MlCore:
                 waits.append(q[0].bar + h)
             due[inst] = min(waits) if waits else bar + 1 + h
         return out
+
+    def _join_pair(self, inst: str) -> None:
+        """Group instruments quoting the same pair on different venues (the cross-venue basis)."""
+        _, _, base, quote = split_instrument(inst)
+        members = self._members.setdefault((base, quote), [])
+        members.append(inst)
+        if len({split_instrument(i)[0] for i in members}) > 1:
+            self._pairs = True
+
+    def _basis(self, bars: Mapping[str, tuple[Bar, Sequence[int]]]) -> None:
+        """Each instrument's ln close against the mean ln close of its pair on the other venues, those whose last
+        bar closed within one bar length of this one."""
+        for inst in sorted(bars):
+            b = bars[inst][0]
+            _, _, base, quote = split_instrument(inst)
+            others = []
+            for j in self._members[(base, quote)]:
+                f = self._features[j]
+                last, close = f.last_ts, f.last_close
+                if j != inst and last is not None and close and b.ts_event - last <= b.ts_event - b.ts_open:
+                    others.append(math.log(close))
+            self._features[inst].set_basis(math.log(b.close) - math.fsum(others) / len(others) if others else None)
 
     def _metric(self, name: str, inst: str, regime: str) -> PrequentialMetrics:
         scope = (name, inst, regime)
@@ -509,6 +537,8 @@ class MlCore:
                 detect_drift=inst == ALL and regime == ALL)
         core._written = dict(snap.written)
         core._features = {k: MlFeatures.restore(f, **dict(s.features)) for k, f in snap.features}
+        for k in core._features:
+            core._join_pair(k)
         core._due = dict(snap.due)
         core._regimes = dict(snap.regimes)
         core._regime = RegimeDetector.restore(snap.regime, **dict(s.regime))  # type: ignore[arg-type]

@@ -102,7 +102,7 @@ def test_restore_midway_equals_a_straight_run() -> None:
 
 
 def test_bad_settings_and_bars_are_refused() -> None:
-    with pytest.raises(ConfigError, match=r"ml\.horizons"):
+    with pytest.raises(ConfigError, match=r"ml\.feature_horizons"):
         MlFeatures(horizons=())
     with pytest.raises(ConfigError, match=r"ml\.vol_halflife"):
         MlFeatures(vol_halflife=0)
