@@ -705,8 +705,8 @@ class MlConfig(BaseModel):
     min_vol_bars: Annotated[int, Range(1, MAX_BARS)] = _key(
         10, "returns before the volatility (and so the feature vector) is valid")
     store_features_every: Annotated[int, Range(0, MAX_BARS, note="0: none")] = _key(
-        12, "store every n-th feature vector of each instrument in ClickHouse (0: none; 1: every one); the "
-            "vectors the models use are in ml_predictions with each prediction anyway")
+        0, "store every n-th feature vector of each instrument in ml_features (0: none; 1: every one); the "
+           "vectors the models use are stored with each prediction (ml_predictions) whatever this is")
     metrics_window: Annotated[int, Range(2, MAX_ROWS)] = _key(
         500, "prediction-outcome pairs in the rolling information coefficient")
     drift_delta: Annotated[float, Range(0, 1, lo_open=True, hi_open=True)] = _key(

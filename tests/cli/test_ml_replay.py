@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 # the January to mid-February 2021 stretch of the hourly universe: a momentum reversal the logistic model
 # learns, and several drifts
 HOURLY = ["--data", str(UNIVERSE), "--venue", "huobi", "--quote", "USDT", "--timerange", "2021-01-01:2021-02-20",
-          "--set", "strategy.rebalance_bars=24"]
+          "--set", "strategy.rebalance_bars=24", "--set", "ml.store_features_every=24"]
 
 
 @pytest.mark.skipif(not UNIVERSE.exists(), reason=f"needs {UNIVERSE}")

@@ -87,10 +87,10 @@ def test_replay_to_a_chdb_stand_in_server_sends_the_expected_requests_and_equals
     assert all(r["params"].get("database") == "headrace" for r in table_requests)
     inserts = [q.split("`")[1] for q in sql if q.startswith("INSERT")]
     # the runs row twice (running, finished); every event table once: 11,520 bars go as one batch
-    # (ML: feature vectors, predictions, outcomes, metrics, decision-time skill and the models' state; no model
+    # (ML: predictions, outcomes, metrics, decision-time skill and the models' state; no model
     # earns a weight or drifts on two instruments)
     assert sorted(inserts) == sorted(["runs", "runs", "bars", "features", "signals", "targets", "orders", "fills",
-                                      "positions", "equity", "ml_features", "ml_predictions", "ml_outcomes",
+                                      "positions", "equity", "ml_predictions", "ml_outcomes",
                                       "ml_metrics", "ml_skill", "ml_models"])
 
     fills = "SELECT event_id, price, amount FROM fills FINAL WHERE run_id = 'srv' ORDER BY ts_event, event_id"
