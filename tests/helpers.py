@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +158,19 @@ class CrashingSource(ReplaySource):
 
         part.next_batch = next_batch  # type: ignore[method-assign]
         return part
+
+
+def models_off() -> Iterator[None]:
+    """For a module-scoped autouse fixture: the online models off in every run its tests start (through the
+    environment, as an operator would), restored afterwards. For test modules whose subject is not the models:
+    it keeps the suite in its time budget; the same guarantees with the models on are tested in
+    tests/cli/test_ml_replay.py."""
+    import os
+
+    before = os.environ.get("HEADRACE_ML__ENABLED")
+    os.environ["HEADRACE_ML__ENABLED"] = "false"
+    yield
+    if before is None:
+        os.environ.pop("HEADRACE_ML__ENABLED", None)
+    else:
+        os.environ["HEADRACE_ML__ENABLED"] = before

@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from helpers import ROOT, SHARED_DATA
+from helpers import ROOT, SHARED_DATA, models_off
 
 pytestmark = pytest.mark.slow
 
@@ -26,18 +26,7 @@ SUMMARY_KEYS = {"run_id", "events_in", "events_quarantined", "bars", "orders", "
 FILL_COLUMNS = "event_id, instrument, side, price, amount, toUnixTimestamp64Nano(ts_event) AS ts_event"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _models_off() -> Any:
-    """The command line's behaviour is the subject here, not the models: they are off in these runs (through the
-    environment, as an operator would), which keeps the suite in its time budget. The same guarantees with the
-    models on (SIGKILL resume, determinism, the summary) are tested in tests/cli/test_ml_replay.py."""
-    before = os.environ.get("HEADRACE_ML__ENABLED")
-    os.environ["HEADRACE_ML__ENABLED"] = "false"
-    yield
-    if before is None:
-        os.environ.pop("HEADRACE_ML__ENABLED", None)
-    else:
-        os.environ["HEADRACE_ML__ENABLED"] = before
+_models_off = pytest.fixture(autouse=True, scope="module")(models_off)  # the command line is the subject here
 
 
 def headrace(*args: str, state: Path, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from test_cli import DEMO, _source_offset, headrace, query, write_bad_bars
 
-from helpers import ROOT, SHARED_DATA
+from helpers import ROOT, SHARED_DATA, models_off
 
 pytestmark = pytest.mark.slow
 
@@ -30,18 +30,7 @@ TWO = ["--data", str(DEMO / "ETH_BTC-5m.feather"), "--data", str(DEMO / "LTC_BTC
 KRAKEN = SHARED_DATA / "cross_venue" / "kraken"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _models_off() -> Iterator[None]:
-    """The run lifecycle is the subject here, not the models: they are off in these runs (through the
-    environment, as an operator would), which keeps the suite in its time budget. Resume with the models on is
-    tested in tests/cli/test_ml_replay.py."""
-    before = os.environ.get("HEADRACE_ML__ENABLED")
-    os.environ["HEADRACE_ML__ENABLED"] = "false"
-    yield
-    if before is None:
-        os.environ.pop("HEADRACE_ML__ENABLED", None)
-    else:
-        os.environ["HEADRACE_ML__ENABLED"] = before
+_models_off = pytest.fixture(autouse=True, scope="module")(models_off)  # the run lifecycle is the subject here
 
 
 def runs_of(state: Path) -> dict[str, dict[str, Any]]:
