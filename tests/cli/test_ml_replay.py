@@ -82,12 +82,11 @@ def test_a_sigkilled_replay_resumes_to_the_same_predictions_weights_and_fills_an
     # (two uninterrupted runs predict alike: tests/flows/test_replay_flow.py compares whole runs, ML rows included,
     # with one and two workers; here the resume)
     state, recovery = tmp_path / "state", tmp_path / "recovery"
-    data = [a for f in ("ETH_BTC-5m.feather", "LTC_BTC-5m.feather", "XMR_BTC-5m.feather", "ZEC_BTC-5m.feather")
-            for a in ("--data", str(BITTREX / f))]
+    data = [a for f in ("ETH_BTC-5m.feather", "LTC_BTC-5m.feather") for a in ("--data", str(BITTREX / f))]
     straight = replay_json(*data, "--run-id", "straight", *LOOSE, state=state)
-    args = ["replay", *data, "--recovery-dir", str(recovery), "--snapshot-s", "0.05", "--quiet", "--json", *LOOSE,
+    args = ["replay", *data, "--recovery-dir", str(recovery), "--snapshot-s", "0.25", "--quiet", "--json", *LOOSE,
             "--set", f"storage.state_dir={state}"]
-    run_id, resumed = kill_then_resume(args, recovery, after_slices=20)
+    run_id, resumed = kill_then_resume(args, recovery, after_slices=10)  # of 23
     assert resumed["final_equity"] == straight["final_equity"]
     runs = ("straight", run_id)
 
@@ -101,7 +100,8 @@ def test_a_sigkilled_replay_resumes_to_the_same_predictions_weights_and_fills_an
 
     predictions, weights = per_run(PREDICTIONS), per_run(WEIGHTS)
     fills = per_run(f"SELECT {FILL_COLUMNS} FROM fills FINAL WHERE run_id = '{{run}}'")
-    assert len(predictions["straight"]) > 500 and len(weights["straight"]) > 3 and fills["straight"]
+    assert len(predictions["straight"]) > 500 and len(weights["straight"]) > 3 and fills["straight"], \
+        (len(predictions["straight"]), len(weights["straight"]), len(fills["straight"]))
     assert predictions[run_id] == predictions["straight"]
     assert weights[run_id] == weights["straight"]
     assert fills[run_id] == fills["straight"]
@@ -116,7 +116,7 @@ def test_a_sigkilled_replay_resumes_to_the_same_predictions_weights_and_fills_an
     out = tmp_path / "models.json.gz"
     headrace("ml", "export", "--run-id", "straight", "--out", str(out), state=state)
     assert 'ml.warm_start="models"' in headrace("ml", "import", str(out), state=state).stdout
-    other = ["--data", str(BITTREX / "ADA_BTC-5m.feather"), "--data", str(BITTREX / "DASH_BTC-5m.feather")]
+    other = ["--data", str(BITTREX / "ADA_BTC-5m.feather")]
     replay_json(*other, *LOOSE, "--set", 'ml.warm_start="models"', "--run-id", "warm", state=state)
     [versions] = query(
         "SELECT (SELECT groupArray((model, arraySum(update_counts))) FROM ml_models FINAL WHERE run_id = 'straight') "
