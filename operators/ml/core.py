@@ -237,8 +237,12 @@ class MlCore:
             resolved: set[int] = set()
             for name, model in self._models.items():
                 # the terms before the model learns this bar's labels: those the prediction is made with
-                terms = model.explain(inst, x) if x is not None else ((), math.nan)
-                step = model.observe(inst, b.ts_event, x, b.close, predict=False, bar=bar)
+                value: float | None = None
+                terms: tuple[tuple[float, ...], float] = ((), math.nan)
+                if x is not None:  # predicted and explained before the model learns this bar's labels
+                    value, _, contributions, intercept = model.predict_explain(inst, x)
+                    terms = (contributions, intercept)
+                step = model.observe(inst, b.ts_event, x, b.close, predict=False, bar=bar, value=value)
                 if step.prediction is not None and x is not None and v is not None:
                     out.append(self._record(model, inst, v, step.prediction.value, step.prediction.version, "learn",
                                             math.nan, x, terms=terms))

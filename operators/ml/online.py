@@ -168,12 +168,13 @@ class DelayedLabelModel:
         return mk, model
 
     def observe(self, key: str, ts: int, x: Mapping[str, float] | None, price: float, *,
-                predict: bool = True, bar: int | None = None) -> Step:
+                predict: bool = True, bar: int | None = None, value: float | None = None) -> Step:
         """One bar of `key` at `ts` (its close `price`, > 0): predict on a valid `x`, then learn the labels due.
 
         ``predict=False`` predicts only on a learning bar (where the prediction waits for its label). `bar` is the
         key's bar index when the caller counts bars itself and calls only on the bars where something happens
-        (learning bars and those where a label is due); by default the model counts the calls."""
+        (learning bars and those where a label is due); by default the model counts the calls. `value` is the
+        prediction on `x` when the caller already has it from this model's current state (`predict_explain`)."""
         if not (math.isfinite(price) and price > 0):
             raise InvariantError(f"price of {key} at {ts} is {price!r}: a label needs a finite price > 0")
         if bar is None:
@@ -189,7 +190,7 @@ class DelayedLabelModel:
         prediction = None
         if (predict or learning) and x is not None and _valid(x):
             prediction = Prediction(key=key, ts_event=ts, model=self.name, version=self._updates[mk],
-                                    value=self._predict(model, x))
+                                    value=self._predict(model, x) if value is None else value)
             if learning:
                 pending.append(Pending(bar=bar, x=tuple((k, float(v)) for k, v in x.items()), price=price,
                                        prediction=prediction))
