@@ -17,12 +17,18 @@ HOURLY = SHARED_DATA / "universe" / "huobi-pob" / "cryptos_2017to2021_hourly.par
 def hourly_log_returns() -> tuple[tuple[str, ...], np.ndarray]:
     """The 82-asset hourly universe's assets and log returns (bars x assets, NaN before an asset lists);
     skips the calling test when the shared data is missing."""
+    return universe_log_returns(HOURLY)
+
+
+def universe_log_returns(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
+    """A wide price table's assets and log returns (a ``Date`` column and one close per asset; NaN before an
+    asset lists); skips the calling test when the file is missing."""
     import polars as pl
     import pytest
 
-    if not HOURLY.exists():
-        pytest.skip(f"needs the shared data: {HOURLY} is missing")
-    df = pl.read_parquet(HOURLY).sort("Date")
+    if not path.exists():
+        pytest.skip(f"needs the shared data: {path} is missing")
+    df = pl.read_parquet(path).sort("Date")
     names = tuple(c for c in df.columns if c != "Date")
     closes = df.select(names).to_numpy().astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):

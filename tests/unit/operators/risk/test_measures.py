@@ -15,7 +15,7 @@ from scipy import integrate, stats
 from skfolio.measures import cvar, value_at_risk
 
 from headrace.errors import SnapshotVersionError
-from helpers import HOURLY, SHARED_DATA, hourly_log_returns
+from helpers import HOURLY, SHARED_DATA, hourly_log_returns, universe_log_returns
 from operators.risk.measures import (
     Impact,
     LVaR,
@@ -38,15 +38,7 @@ ALPHAS = (0.95, 0.975, 0.99)
 
 
 def daily_log_returns() -> tuple[tuple[str, ...], np.ndarray]:
-    import polars as pl
-
-    if not DAILY.exists():
-        pytest.skip(f"needs the shared data: {DAILY} is missing")
-    df = pl.read_parquet(DAILY).sort("Date")
-    names = tuple(c for c in df.columns if c != "Date")
-    closes = df.select(names).to_numpy().astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return names, np.diff(np.log(closes), axis=0)
+    return universe_log_returns(DAILY)
 
 
 def real_series() -> list[tuple[str, np.ndarray]]:
