@@ -34,7 +34,7 @@ from bytewax.outputs import Sink
 
 from flows._core_step import core_step
 from headrace.blas import single_threaded_blas
-from headrace.config import Config, parse_duration
+from headrace.config import Config, PortfolioConfig, parse_duration
 from headrace.errors import ConfigError
 from headrace.events import (
     ArbSignal,
@@ -119,15 +119,21 @@ def wiring(config: Config, universe: Sequence[str]) -> Wiring:
 
 def signal_model(config: Config) -> SignalModel:
     """The strategy's signal, by ``strategy.name``."""
-    if config.strategy.name == "ts_momentum":
-        return TimeSeriesMomentum(config.features.momentum_lookback_bars)
-    return CrossSectionalMomentum()
+    return rule_signals(config)[0]
 
 
 def rule_signals(config: Config) -> tuple[SignalModel, ...]:
     """The rule factors the models are compared with: the strategy's signal first, then the other momentum."""
     xs, ts = CrossSectionalMomentum(), TimeSeriesMomentum(config.features.momentum_lookback_bars)
     return (ts, xs) if config.strategy.name == "ts_momentum" else (xs, ts)
+
+
+def regime_settings(p: PortfolioConfig) -> tuple[tuple[str, float], ...]:
+    """`RegimeDetector`'s keyword arguments from the ``portfolio.regime_*`` keys (the portfolio engine's regime
+    and the models' volatility regime are one definition)."""
+    return (("fast_halflife_bars", p.regime_fast_halflife_bars), ("slow_halflife_bars", p.regime_slow_halflife_bars),
+            ("enter_ratio", p.regime_enter_ratio), ("exit_ratio", p.regime_exit_ratio),
+            ("min_dwell_bars", p.regime_min_dwell_bars), ("warmup_bars", p.regime_warmup_bars))
 
 
 def ml_settings(config: Config) -> MlSettings | None:
@@ -143,11 +149,7 @@ def ml_settings(config: Config) -> MlSettings | None:
         relearn_samples=m.relearn_samples, blend_max_weight=m.blend_max_weight, blend_step=m.blend_step,
         blend_margin=m.blend_margin, blend_min_samples=m.blend_min_samples, blend_min_t=m.blend_min_t,
         skill_window=m.skill_window, seed=m.seed, cross_sectional=config.strategy.name == "xs_momentum",
-        regime=(("fast_halflife_bars", p.regime_fast_halflife_bars),
-                ("slow_halflife_bars", p.regime_slow_halflife_bars), ("enter_ratio", p.regime_enter_ratio),
-                ("exit_ratio", p.regime_exit_ratio), ("min_dwell_bars", p.regime_min_dwell_bars),
-                ("warmup_bars", p.regime_warmup_bars)),
-        account=config.account.id,
+        regime=regime_settings(p), account=config.account.id,
         features=(("horizons", tuple(m.feature_horizons)), ("vol_halflife", m.vol_halflife_bars),
                   ("z_halflife", m.zscore_halflife_bars), ("volume_halflife", m.volume_halflife_bars),
                   ("min_vol_bars", m.min_vol_bars)),
@@ -208,11 +210,8 @@ def engine_settings(config: Config) -> EngineSettings | None:
         tiers=tuple((t, tuple(a)) for t, a in sorted(p.tiers.items())),
         tier_budgets=tuple(sorted(p.tier_budgets.items())), inside_tier=p.inside_tier,
         regime_budgets=tuple((r, tuple(sorted(b.items()))) for r, b in sorted(p.regime_budgets.items())),
-        regime=(("fast_halflife_bars", p.regime_fast_halflife_bars),
-                ("slow_halflife_bars", p.regime_slow_halflife_bars), ("enter_ratio", p.regime_enter_ratio),
-                ("exit_ratio", p.regime_exit_ratio), ("min_dwell_bars", p.regime_min_dwell_bars),
-                ("warmup_bars", p.regime_warmup_bars)),
-        timeframe_ns=config.timeframe_ns, rebalance_bars=strat.rebalance_bars, account=config.account.id)
+        regime=regime_settings(p), timeframe_ns=config.timeframe_ns, rebalance_bars=strat.rebalance_bars,
+        account=config.account.id)
 
 
 def trading_costs(w: Wiring) -> dict[str, float]:
@@ -250,7 +249,8 @@ def build_flow(plan: ReplayPlan | None, config: Config, run_id: str, *, dsn: str
     tf = config.timeframe_ns
     feats_cfg, strat, siz, acct = config.features, config.strategy, config.sizing, config.account
     sizer = VolTargetSizer(siz.target_volatility, siz.max_weight, siz.max_gross_leverage, strat.long_only)
-    signal = signal_model(config)
+    rules = rule_signals(config)  # the strategy's signal, then the other rule factor the models are compared with
+    signal = rules[0]
     stale_after = parse_duration(strat.stale_after)
     latency = parse_duration(acct.latency)
     fill_on: FillOn = "decision_close" if acct.fill_on == "decision_close" else "next_open"
@@ -297,7 +297,6 @@ def build_flow(plan: ReplayPlan | None, config: Config, run_id: str, *, dsn: str
         return PortfolioEngine.restore(settings, snap, costs, clock=time.perf_counter_ns)
 
     mls = ml_settings(config)
-    rules = (signal, *rule_signals(config)[1:])
     warm = warm_start(config)
 
     def new_ml(snap: MlCoreSnap | None = None) -> MlCore | None:

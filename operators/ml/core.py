@@ -57,7 +57,7 @@ from operators.base import check_version
 from operators.features.ml_features import MlFeatures, MlFeaturesSnap
 from operators.ml.online import DelayedLabelModel, DelayedLabelSnap, Kind, MetricsSnap, PrequentialMetrics, rank_ic
 from operators.portfolio.regime import RegimeDetector, RegimeSnap
-from operators.signals.momentum import SignalModel
+from operators.signals.momentum import CrossSectionalMomentum, SignalModel
 
 Mode = Literal["shadow", "blended"]
 ALL = ""  # the scope "every instrument" / "every regime" of a metric
@@ -236,16 +236,13 @@ class MlCore:
             waits: list[int] = []  # bars at which this instrument's labels fall due
             resolved: set[int] = set()
             for name, model in self._models.items():
-                # the terms before the model learns this bar's labels: those the prediction is made with
-                value: float | None = None
-                terms: tuple[tuple[float, ...], float] = ((), math.nan)
+                explained = None
                 if x is not None:  # predicted and explained before the model learns this bar's labels
-                    value, _, contributions, intercept = model.predict_explain(inst, x)
-                    terms = (contributions, intercept)
-                step = model.observe(inst, b.ts_event, x, b.close, predict=False, bar=bar, value=value)
-                if step.prediction is not None and x is not None and v is not None:
-                    out.append(self._record(model, inst, v, step.prediction.value, step.prediction.version, "learn",
-                                            math.nan, x, terms=terms))
+                    explained = model.predict_explain(inst, x)
+                step = model.observe(inst, b.ts_event, x, b.close, predict=False, bar=bar,
+                                     value=explained[0] if explained is not None else None)
+                if step.prediction is not None and explained is not None and x is not None and v is not None:
+                    out.append(self._record(name, inst, v, explained, "learn", math.nan, x))
                 for r in step.resolved:
                     assert r.label is not None
                     at = self._regimes.get((inst, r.ts_event), WARMUP)
@@ -357,17 +354,12 @@ class MlCore:
                     vectors[key] = (v, v.as_dict())
         model_scores: dict[str, dict[str, float]] = {}
         for name, model in self._models.items():
-            preds: dict[str, tuple[float, int, FeatureVector, dict[str, float]]] = {}
-            terms: dict[str, tuple[tuple[float, ...], float]] = {}
-            for key, (v, x) in vectors.items():
-                value, version, contributions, intercept = model.predict_explain(keys[key], x)
-                preds[key] = (value, version, v, x)
-                terms[key] = (contributions, intercept)
+            preds = {key: model.predict_explain(keys[key], x) for key, (_, x) in vectors.items()}
             scores = self._scale(name, {k: p[0] for k, p in preds.items()}, volatility)
             model_scores[name] = scores
-            for key, (value, version, v, x) in preds.items():
-                out.append(self._record(model, keys[key], v, value, version, "decide", scores[key], x,
-                                        ts=ts, terms=terms[key]))
+            for key, explained in preds.items():
+                v, x = vectors[key]
+                out.append(self._record(name, keys[key], v, explained, "decide", scores[key], x, ts=ts))
         vol = {k: v for k, v in volatility.items() if v is not None}
         rules = {self.rules[0].name: dict(rule_scores)}
         for r in self.rules[1:]:
@@ -399,9 +391,7 @@ class MlCore:
                 raw[k] = max(-1.0, min(1.0, v / (vol * h))) if vol and vol > 0 else 0.0
         if not self.settings.cross_sectional or not raw:
             return raw
-        ranked = sorted(raw, key=lambda k: (raw[k], k))
-        n = len(ranked)
-        return {k: (2.0 * i / (n - 1) - 1.0) if n > 1 else 0.0 for i, k in enumerate(ranked)}
+        return CrossSectionalMomentum().scores(raw)  # the rule's own rank onto [-1, 1], ties by key
 
     def _offer(self, ts: int, keys: Mapping[str, str], rules: Mapping[str, Mapping[str, float]],
                models: Mapping[str, Mapping[str, float]]) -> None:
@@ -481,11 +471,13 @@ class MlCore:
                                 hit_rate=c.hit_rate, ic=c.ic, drift_events=c.drift_events))
         return out
 
-    def _record(self, model: DelayedLabelModel, inst: str, v: FeatureVector, value: float, version: int,
+    def _record(self, name: str, inst: str, v: FeatureVector, explained: tuple[float, int, tuple[float, ...], float],
                 purpose: Literal["learn", "decide"], score: float, x: Mapping[str, float], *,
-                ts: int | None = None, terms: tuple[tuple[float, ...], float] | None = None) -> MlPrediction:
-        contributions, intercept = model.explain(inst, x) if terms is None else terms
-        return MlPrediction(model=model.name, version=version, instrument=inst,
+                ts: int | None = None) -> MlPrediction:
+        """The prediction row: `explained` is the model's `predict_explain` on `x` (value, version, terms,
+        intercept)."""
+        value, version, contributions, intercept = explained
+        return MlPrediction(model=name, version=version, instrument=inst,
                             ts_event=v.ts_event if ts is None else ts, purpose=purpose, value=value, score=score,
                             feature_ts=v.ts_event, names=tuple(x), inputs=tuple(x.values()),
                             contributions=contributions, intercept=intercept)

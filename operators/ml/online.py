@@ -213,16 +213,13 @@ class DelayedLabelModel:
         mk, model = self._model(key)
         return self._predict(model, x), self._updates[mk]
 
-    def explain(self, key: str, x: Mapping[str, float]) -> tuple[tuple[float, ...], float]:
-        """A linear model's terms of the decision function on `x` (in the order of `x`'s keys) and its intercept:
-        ``intercept + sum(terms)`` is the prediction (a classifier's log-odds). A forest: ``((), nan)``."""
-        return self.predict_explain(key, x)[2:]
-
     def predict_explain(self, key: str, x: Mapping[str, float]
                         ) -> tuple[float, int, tuple[float, ...], float]:
-        """`predict` and `explain` in one pass (the input is scaled once): value, version, terms, intercept.
+        """The prediction on `x` and its explanation, the input scaled once: value, version, terms, intercept.
 
-        The value is the pipeline's own (its head applied to the scaled input), so it equals `predict`'s."""
+        For a linear model the terms are each input's term of the decision function (in the order of `x`'s keys):
+        ``intercept + sum(terms)`` is the prediction (a classifier's log-odds); a forest gives ``((), nan)``. The
+        value is the pipeline's own (its head applied to the scaled input), so it equals `predict`'s."""
         mk, model = self._model(key)
         if self.forest:
             return self._predict(model, x), self._updates[mk], (), math.nan
