@@ -148,6 +148,34 @@ MarketChunk = TradeChunk | QuoteChunk | BarChunk
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MarkChunk:
+    """Mark prices of one contract: the close of each mark-price candle, stamped at the candle's close."""
+
+    instrument: str
+    ts_event: I64  # the candle's close (when the mark price is known)
+    ts_recv: I64
+    price: F64
+    origin: Provenance
+
+    def __len__(self) -> int:
+        return len(self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FundingChunk:
+    """Funding events of one perpetual contract: the rate paid by longs to shorts (per funding period) at `ts_event`."""
+
+    instrument: str
+    ts_event: I64  # the funding time
+    ts_recv: I64
+    rate: F64
+    origin: Provenance
+
+    def __len__(self) -> int:
+        return len(self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Quarantined:
     """A market record that was rejected, with the reason and the record as it was read.
 
@@ -186,7 +214,8 @@ class MarketSlice:
 
     `watermark` promises that every record of the whole stream with event time <= watermark has been
     emitted by now (for every instrument), so downstream steps can close bars and align instruments
-    without a wall clock. Chunks may be empty; `rejected` holds records that failed parsing.
+    without a wall clock. Chunks may be empty; `rejected` holds records that failed parsing. `marks` and
+    `funding` (perpetual contracts) ride along with the contract's market data; the bars carry them.
     """
 
     instrument: str
@@ -195,6 +224,8 @@ class MarketSlice:
     quotes: QuoteChunk | None = None
     bars: BarChunk | None = None
     rejected: tuple[Quarantined, ...] = ()
+    marks: MarkChunk | None = None
+    funding: FundingChunk | None = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -210,6 +241,9 @@ class Bar:
     the last order-book state at or before the close when the data is an order book, else empty.
     `buy_volume`/`sell_volume` split the volume of trades whose aggressor side is known (None for recorded bars,
     quote-only bars and trades without sides).
+    `mark_price` is the close of the last mark-price candle that closed at or before the bar's close (None before
+    the first), `mark_ts` that candle's close time; `funding` the funding events ``(time, rate)`` whose time lies in
+    (previous bar's close, this bar's close] (perpetual contracts replayed with their mark and funding files).
     """
 
     instrument: str
@@ -229,6 +263,9 @@ class Bar:
     asks: tuple[tuple[float, float], ...] = ()
     buy_volume: float | None = None  # bars built from trades with aggressor sides: volume bought, sold
     sell_volume: float | None = None
+    mark_price: float | None = None
+    mark_ts: int | None = None
+    funding: tuple[tuple[int, float], ...] = ()
 
     @property
     def event_id(self) -> str:
@@ -828,10 +865,168 @@ class MlModelState:
         return stable_id("ml_model", self.model, self.ts_event)
 
 
+# ---------------------------------------------------------------------------------------------------
+# The risk engine (docs/risk.md): one account's measures, limits, denials, trading states, stress and margin.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiskReport:
+    """The account's risk at one bar time, every measure a positive loss as a fraction of equity over one bar of
+    the run's timeframe, at confidence `alpha`; NaN before `samples` reaches ``risk.min_bars``."""
+
+    account: str
+    ts_event: int
+    trading_state: str  # ACTIVE | REDUCING | HALTED
+    equity: float
+    gross: float  # gross exposure / equity
+    net: float  # net exposure / equity
+    alpha: float
+    samples: int  # bars of returns in the historical window
+    var_historical: float
+    es_historical: float
+    var_cornish_fisher: float
+    es_cornish_fisher: float
+    lvar: float  # historical VaR + exogenous (spread) + endogenous (impact) liquidity cost
+    lvar_exogenous: float
+    lvar_endogenous: float
+    worst_stress: float  # the worst scenario's P&L / equity at the last rebalance (<= 0; NaN before the first)
+    worst_scenario: str
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("risk_report", self.account, self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiskLimit:
+    """One limit's value against its bound at `ts_event`: written at rebalances, and whenever a limit is
+    breached or comes back. `action` says what the breach did (``""``: none, within the limit)."""
+
+    account: str
+    ts_event: int
+    name: str
+    value: float
+    limit: float
+    utilisation: float  # value / limit
+    breached: bool
+    action: str
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("risk_limit", self.account, self.ts_event, self.name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiskDenial:
+    """An order the pre-trade checks stopped or cut, with every violation found (code, actual, limit, blocking).
+    `action` is "denied" (nothing was sent) or "reduced" (sent with `amount_sent` < `amount`)."""
+
+    account: str
+    ts_event: int
+    order_id: str
+    instrument: str
+    side: str
+    amount: float
+    amount_sent: float
+    notional: float  # account currency
+    trading_state: str
+    action: str
+    codes: tuple[str, ...]
+    actuals: tuple[float, ...]
+    limits: tuple[float, ...]
+    blocking: tuple[bool, ...]
+    reason: str  # every violation in words
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("risk_denial", self.account, self.order_id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TradingStateChange:
+    """The account's trading state changed: `source` is ``operator`` or the limit that moved it (``limit:es``,
+    ``limit:stress``, ``margin``)."""
+
+    account: str
+    ts_event: int
+    previous: str
+    state: str
+    source: str
+    reason: str
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("trading_state", self.account, self.ts_event, self.state, self.source)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiskScaling:
+    """The Expected Shortfall limit scaled a rebalance's targets: every weight times `scale`."""
+
+    account: str
+    ts_event: int
+    measure: str  # the ES the limit compares (historical | cornish_fisher | max)
+    es_before: float
+    es_after: float
+    limit: float
+    scale: float
+    reason: str
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("risk_scaling", self.account, self.ts_event)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StressResultRow:
+    """One stress scenario's P&L on the account's positions at `ts_event` (a rebalance, or on demand)."""
+
+    account: str
+    ts_event: int
+    scenario: str
+    kind: str
+    pnl: float  # account currency, negative = loss
+    pnl_fraction: float
+    worst_key: str
+    detail: str
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("stress", self.account, self.ts_event, self.scenario)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarginSnapshot:
+    """One venue's margin for derivative positions at `ts_event` (cross margin per venue, account currency)."""
+
+    account: str
+    venue: str
+    ts_event: int
+    wallet_balance: float
+    margin_balance: float
+    initial_margin: float
+    maintenance_margin: float
+    margin_ratio: float  # maintenance margin / margin balance; 1 = liquidation
+    available: float
+    positions: int
+    min_distance: float  # the smallest distance to liquidation of a position, fraction of its mark (inf: none)
+    instruments: tuple[str, ...] = ()
+    liquidation_prices: tuple[float, ...] = ()  # NaN: none
+    distances: tuple[float, ...] = ()
+
+    @property
+    def event_id(self) -> str:
+        return stable_id("margin", self.account, self.venue, self.ts_event)
+
+
+RiskRecord = RiskReport | RiskLimit | RiskDenial | TradingStateChange | RiskScaling | StressResultRow | MarginSnapshot
+
+
 MlRecord = FeatureVector | MlPrediction | MlOutcome | MlMetric | MlSkill | MlWeight | MlDrift | MlModelState | Alert
 
 
 WrittenEvent = (Bar | Features | Signal | Target | Order | Fill | Position | Equity | Quarantined | InstrumentStatus
                 | OrderStatus | RoutingDecision | ArbSignal | Balance | Alert | ReconciliationRecord | Rebalance
                 | RiskShare | Exposure | RegimeSwitch | FeatureVector | MlPrediction | MlOutcome | MlMetric | MlSkill
-                | MlWeight | MlDrift | MlModelState)
+                | MlWeight | MlDrift | MlModelState | RiskReport | RiskLimit | RiskDenial | TradingStateChange
+                | RiskScaling | StressResultRow | MarginSnapshot)

@@ -7,6 +7,8 @@ and file, in one of three normalised schemas (all times integer UTC epoch ns; ro
 - trade: ts_event, ts_recv, price, amount, side (+1 buy, -1 sell, 0 unknown; the taker), trade_id
 - quote: ts_event, ts_recv, bid, ask, bid_size, ask_size (order books add bid_levels, ask_levels: the top
   `sources.book_files.BOOK_DEPTH` levels, ``Array(Float64, (depth, 2))`` of price and amount, NaN padded)
+- mark:  ts_event (the mark-price candle's close = its open + timeframe), ts_recv, price (the candle's close)
+- funding: ts_event (the funding time), ts_recv, rate (freqtrade keeps it in ``open``)
 
 plus ``row`` (0-based data row in the file), ``problem`` (null, or why the row is unusable) and ``raw``
 (the row as read, JSON, for rows with a problem). The checks that need no memory of other rows run
@@ -44,7 +46,8 @@ from headrace.errors import ConfigError, DataSourceError
 if TYPE_CHECKING:
     from headrace.config import Config
 
-Kind = Literal["bar", "trade", "quote"]
+Kind = Literal["bar", "trade", "quote", "mark", "funding"]
+MAX_FUNDING_RATE = 0.05  # a funding rate at or beyond this (5 % per period) is not plausible
 
 _EXTS = (".csv", ".csv.gz", ".parquet", ".feather", ".arrow", ".ipc", ".data.zip")  # .data.zip: Bybit order books
 _QUOTES = ("USDT", "USDC", "BUSD", "TUSD", "FDUSD", "USD", "EUR", "GBP", "JPY", "AUD", "TRY", "BTC", "ETH", "BNB",
@@ -168,9 +171,11 @@ def identify(path: str, *, venue: str = "", symbol: str = "", timeframe: str = "
     sym, tf = "", ""
     if m := re.fullmatch(r"([A-Za-z0-9]+(?:_[A-Za-z0-9]+){1,2})-(\d+[smhdwM])(?:-(futures|mark|funding_rate|spot))?",
                          stem):
-        if m.group(3) in ("mark", "funding_rate"):
-            raise DataSourceError(path, f"{m.group(3)} candles are not market bars (not supported yet)")
         fmt, kind, sym, tf = "ohlcv_frame", "bar", split_symbol(m.group(1)), m.group(2)
+        if m.group(3) == "mark":  # mark-price candles of a contract: they ride with its bars
+            fmt, kind = "mark_frame", "mark"
+        elif m.group(3) == "funding_rate":  # funding events of a perpetual contract
+            fmt, kind, tf = "funding_frame", "funding", ""
     elif m := re.fullmatch(r"([A-Za-z0-9]+_[A-Za-z0-9]+)-trades", stem):
         fmt, kind, sym = "trades_frame", "trade", split_symbol(m.group(1))
     elif m := re.fullmatch(r"([A-Za-z0-9]+_[A-Za-z0-9]+)-quotes", stem):
@@ -210,7 +215,9 @@ def identify(path: str, *, venue: str = "", symbol: str = "", timeframe: str = "
         raise DataSourceError(path, "cannot tell the symbol from the path; "
                                     "pass --symbol BASE/QUOTE (config: replay.symbol)")
     tf_ns = 0  # bars of a file whose name gives no length: inferred from the data when read
-    if kind == "bar" and (timeframe or tf):
+    if kind == "mark":  # the candle length comes from the name (--timeframe chooses bars, not marks)
+        tf_ns = parse_timeframe(tf)
+    elif kind == "bar" and (timeframe or tf):
         try:
             tf_ns = parse_timeframe(timeframe or tf)
         except ValueError as e:
@@ -471,6 +478,10 @@ _OHLCV: dict[str, tuple[str, _Parse]] = {
 def _layout(fmt: str, columns: Sequence[str]) -> _Layout:
     if fmt == "ohlcv_frame":
         return _Layout({"ts_open": ("date" if "date" in columns else "timestamp", "ts"), **_OHLCV})
+    if fmt == "mark_frame":
+        return _Layout({"ts_open": ("date" if "date" in columns else "timestamp", "ts"), "price": ("close", "float")})
+    if fmt == "funding_frame":
+        return _Layout({"ts_event": ("date" if "date" in columns else "timestamp", "ts"), "rate": ("open", "float")})
     if fmt == "kraken_ohlcvt":
         return _Layout({"ts_open": ("timestamp", "ts"), **_OHLCV})
     if fmt == "ohlcv_csv_iso":
@@ -823,24 +834,27 @@ def _normalise(df: pl.DataFrame, layout: _Layout, kind: Kind, tf_ns: int, plan: 
         checks.append((pl.col(f"__{t}").is_null(),
                        pl.format("unparseable field {}: '{}'", pl.lit(field_name), _clip(raw.cast(pl.Utf8)))))
     values = {"bar": ["open", "high", "low", "close", "volume"], "trade": ["price", "amount"],
-              "quote": ["bid", "ask", "bid_size", "ask_size"]}[kind]
+              "quote": ["bid", "ask", "bid_size", "ask_size"], "mark": ["price"], "funding": ["rate"]}[kind]
     for t in values:
         v = pl.col(f"__{t}")
         checks.append((~v.is_finite(), pl.format("non-finite {}: {}", pl.lit(t), v)))
-    positive = {"bar": ["open", "high", "low", "close"], "trade": ["price", "amount"], "quote": ["bid", "ask"]}[kind]
+    positive = {"bar": ["open", "high", "low", "close"], "trade": ["price", "amount"], "quote": ["bid", "ask"],
+                "mark": ["price"], "funding": []}[kind]
     for t in positive:
         v = pl.col(f"__{t}")
         checks.append((v <= 0, pl.format("non-positive {}: {}", pl.lit(t), v)))
-    for t in {"bar": ["volume"], "trade": [], "quote": ["bid_size", "ask_size"]}[kind]:
+    for t in {"bar": ["volume"], "trade": [], "quote": ["bid_size", "ask_size"], "mark": [], "funding": []}[kind]:
         v = pl.col(f"__{t}")
         checks.append((v < 0, pl.format("negative {}: {}", pl.lit(t), v)))
     p_lo, p_hi = _PRICE_RANGE
-    prices = {"bar": ["open", "high", "low", "close"], "trade": ["price"], "quote": ["bid", "ask"]}[kind]
+    prices = {"bar": ["open", "high", "low", "close"], "trade": ["price"], "quote": ["bid", "ask"], "mark": ["price"],
+              "funding": []}[kind]
     for t in prices:
         v = pl.col(f"__{t}")
         checks.append(((v < p_lo) | (v > p_hi),
                        pl.format(f"implausible {t}: {{}} (prices lie within [{p_lo:g}, {p_hi:g}])", v)))
-    for t in {"bar": ["volume"], "trade": ["amount"], "quote": ["bid_size", "ask_size"]}[kind]:
+    sizes = {"bar": ["volume"], "trade": ["amount"], "quote": ["bid_size", "ask_size"], "mark": [], "funding": []}
+    for t in sizes[kind]:
         v = pl.col(f"__{t}")
         checks.append((((v > 0) & (v < p_lo)) | (v > _SIZE_MAX),
                        pl.format(f"implausible {t}: {{}} (sizes are 0 or within [{p_lo:g}, {_SIZE_MAX:g}])", v)))
@@ -854,6 +868,10 @@ def _normalise(df: pl.DataFrame, layout: _Layout, kind: Kind, tf_ns: int, plan: 
     if kind == "quote":
         b, a = pl.col("__bid"), pl.col("__ask")
         checks.append((b > a, pl.format("bid > ask: bid={} ask={}", b, a)))
+    if kind == "funding":
+        r = pl.col("__rate")
+        checks.append((r.abs() >= MAX_FUNDING_RATE,
+                       pl.format(f"implausible funding rate: {{}} (|rate| < {MAX_FUNDING_RATE:g} per period)", r)))
     for cond, reason in reversed(checks):
         problem = pl.when(cond.fill_null(False)).then(reason).otherwise(problem)
     raw_json = pl.struct([_clip(pl.col(s).cast(pl.Utf8)) for s in src_cols]).struct.json_encode()
@@ -870,6 +888,13 @@ def _normalise(df: pl.DataFrame, layout: _Layout, kind: Kind, tf_ns: int, plan: 
         out = out.with_columns((pl.col("ts_open") + tf_ns).alias("ts_event"))
         out = out.with_columns(pl.col("ts_event").alias("ts_recv"))
         order = ["ts_open", "ts_event", "ts_recv", "open", "high", "low", "close", "volume"]
+    elif kind == "mark":  # known when the candle closes
+        out = out.with_columns((pl.col("ts_open") + tf_ns).alias("ts_event"))
+        out = out.with_columns(pl.col("ts_event").alias("ts_recv"))
+        order = ["ts_event", "ts_recv", "price"]
+    elif kind == "funding":
+        out = out.with_columns(pl.col("ts_event").alias("ts_recv"))
+        order = ["ts_event", "ts_recv", "rate"]
     elif kind == "trade":
         if "ts_recv" not in out.columns:
             out = out.with_columns(pl.col("ts_event").alias("ts_recv"))

@@ -50,6 +50,8 @@ import polars as pl
 from headrace.errors import DataSourceError
 from headrace.events import (
     BarChunk,
+    FundingChunk,
+    MarkChunk,
     MarketSlice,
     Provenance,
     Quarantined,
@@ -60,12 +62,15 @@ from headrace.events import (
 from sources import formats
 from sources.formats import FileSpec, ParsedFrame, ReadOptions
 
-_KIND_FIELD = {"trade": "trades", "quote": "quotes", "bar": "bars"}
+_KIND_FIELD = {"trade": "trades", "quote": "quotes", "bar": "bars", "mark": "marks", "funding": "funding"}
 _COLUMNS = {
     "trade": ("ts_event", "ts_recv", "price", "amount", "side", "trade_id"),
     "quote": ("ts_event", "ts_recv", "bid", "ask", "bid_size", "ask_size"),
     "bar": ("ts_open", "ts_event", "ts_recv", "open", "high", "low", "close", "volume"),
+    "mark": ("ts_event", "ts_recv", "price"),
+    "funding": ("ts_event", "ts_recv", "rate"),
 }
+_RIDERS = ("mark", "funding")  # kinds that ride with a contract's market data and make no instrument of their own
 _LEVELS = ("bid_levels", "ask_levels")  # optional quote columns: the top levels of an order book
 DEFAULT_BATCH_ROWS = 32_768  # rows read from one file at a time by a lazy plan
 _NO_HEADER = {"kraken_ohlcvt", "binance_klines", "kraken_trades"}  # CSV layouts without a header line
@@ -232,7 +237,7 @@ class InMemoryPlan(ReplayPlan):
             for j, q in zip(slice_of.tolist(), _quarantined(bad_all, files)):
                 rejected[j].append(q)
         universe = tuple(sorted({f.instrument for f in frames}))
-        timeframes = {f.instrument: f.timeframe_ns for f in frames}
+        timeframes = {f.instrument: f.timeframe_ns for f in frames if f.kind not in _RIDERS}
         return cls(files, universe, streams, rejected, cuts, rows_per_slice, timeframes, chunk_rows)
 
     def cursor(self, state: Any = None) -> _IndexCursor:
@@ -371,7 +376,7 @@ class LazyPlan(ReplayPlan):
         _check_mixing(described)
         if not any_rows:
             raise DataSourceError("<data>", "the data files hold no rows")
-        timeframes = {inst: tf for inst, _, tf, _ in described}
+        timeframes = {inst: tf for inst, kind, tf, _ in described if kind not in _RIDERS}
         return cls(inputs, counts, chunk_rows, batch_rows, timeframes, has_ids, first_keys)
 
     @property
@@ -685,8 +690,12 @@ def _quarantined(bad: pl.DataFrame, files: tuple[str, ...]) -> Iterator[Quaranti
 
 
 def _chunk(instrument: str, kind: str, c: dict[str, np.ndarray | None], file_index: np.ndarray, row: np.ndarray,
-           files: tuple[str, ...]) -> TradeChunk | QuoteChunk | BarChunk:
+           files: tuple[str, ...]) -> TradeChunk | QuoteChunk | BarChunk | MarkChunk | FundingChunk:
     origin = Provenance(files=files, file_index=file_index, row=row)
+    if kind == "mark":
+        return MarkChunk(instrument=instrument, origin=origin, **c)  # type: ignore[arg-type]
+    if kind == "funding":
+        return FundingChunk(instrument=instrument, origin=origin, **c)  # type: ignore[arg-type]
     if kind == "trade":
         return TradeChunk(instrument=instrument, origin=origin, **c)  # type: ignore[arg-type]
     if kind == "quote":
@@ -698,13 +707,25 @@ def _check_mixing(described: Sequence[tuple[str, str, int, str]]) -> None:
     # described: (instrument, kind, bar length, path) per file
     kinds: dict[str, set[str]] = defaultdict(set)
     tfs: dict[str, set[int]] = defaultdict(set)
-    path: dict[str, str] = {}
+    kinds_seen_market: set[str] = set()
+    path: dict[str, str] = {}  # a file of the instrument's market data (else of its marks or funding): errors name it
     for inst, kind, tf, p in described:
         kinds[inst].add(kind)
+        if kind not in _RIDERS and inst not in kinds_seen_market:
+            path[inst] = p
+            kinds_seen_market.add(inst)
         path.setdefault(inst, p)
         if kind == "bar":
             tfs[inst].add(tf)
     for inst, ks in sorted(kinds.items()):
+        riders = ks & set(_RIDERS)
+        ks = ks - riders
+        if not ks:  # mark prices and funding rates describe a contract: its bars must be replayed with them
+            what = " and ".join({"mark": "mark prices", "funding": "funding rates"}[k] for k in sorted(riders,
+                                                                                                       reverse=True))
+            raise DataSourceError(path[inst], f"{what} of {inst!r} need the contract's bars (or trades) in the same "
+                                              "replay: add its OHLCV file (e.g. <BASE>_<QUOTE>_<SETTLE>-5m-futures"
+                                              ".feather)")
         if "bar" in ks and len(ks) > 1:
             raise DataSourceError(path[inst], f"instrument {inst!r} has both recorded bars and ticks; replay one "
                                               "or the other (bars are built from the ticks)")

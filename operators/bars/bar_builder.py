@@ -5,22 +5,39 @@ when the source's watermark says every record before ``start + timeframe`` has a
 OHLCV; a bar with quotes but no trades takes its OHLC from mid prices (volume 0); a bar with neither
 is not emitted. Each bar carries the last best bid/ask and their sizes known at its close, when quotes
 were seen, and the top levels of the last order-book state when the quotes come from an order book.
+Bars of a perpetual contract replayed with its mark-price candles and funding events carry the last mark
+price known at their close (a candle is known when it closes) and the funding events since the previous
+bar's close (the first bar: since its open; events at or before it concern no position of the replay).
 All tick work is numpy on whole chunks; Python runs once per bar, not per tick.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
 from headrace.errors import ConfigError, InvariantError
-from headrace.events import F64, I64, Bar, BarBatch, BarChunk, MarketSlice, Quarantined, QuoteChunk, TradeChunk
+from headrace.events import (
+    F64,
+    I64,
+    Bar,
+    BarBatch,
+    BarChunk,
+    FundingChunk,
+    MarkChunk,
+    MarketSlice,
+    Quarantined,
+    QuoteChunk,
+    TradeChunk,
+)
 from operators.base import check_version
 
 Levels = tuple[tuple[float, float], ...]
-_VERSION = 3
+Stamped = tuple[tuple[int, float], ...]  # (event time, value) in time order
+_VERSION = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +81,10 @@ class BarBuilderSnap:
     last_asks: Levels
     watermark: int = int(np.iinfo(np.int64).min)
     quarantined: tuple[int, ...] = ()
+    mark: tuple[int, float] | None = None  # (close time, price) of the last mark candle handed to a bar
+    marks: Stamped = ()  # mark candles not yet handed to a bar
+    funding: Stamped = ()  # funding events not yet handed to a bar
+    last_close: int | None = None  # close time of the last bar
 
 
 def aggregate(ts: I64, price: F64, size: F64, timeframe_ns: int, side: npt.NDArray[np.int8] | None = None
@@ -128,6 +149,10 @@ class BarBuilder:
         self._last_recorded = np.iinfo(np.int64).min
         self._watermark = int(np.iinfo(np.int64).min)
         self._quarantined: list[int] = []
+        self._mark: tuple[int, float] | None = None
+        self._marks: list[tuple[int, float]] = []
+        self._funding: list[tuple[int, float]] = []
+        self._last_close: int | None = None
 
     def update(self, item: MarketSlice | Quarantined) -> list[BarBatch]:
         if isinstance(item, Quarantined):
@@ -136,6 +161,10 @@ class BarBuilder:
             self._quarantined.append(self._watermark if self._watermark > 0 else max(item.ts_event, 0))
             return []
         bars: list[Bar] = []
+        if item.marks is not None and len(item.marks):
+            self._marks += _stamped(item.marks)
+        if item.funding is not None and len(item.funding):
+            self._funding += _stamped(item.funding)
         if item.bars is not None and len(item.bars):
             bars += self._recorded(item.bars)
         if item.trades is not None and len(item.trades):
@@ -143,16 +172,40 @@ class BarBuilder:
         if item.quotes is not None and len(item.quotes):
             self._fold_quotes(item.quotes)
         bars += self._close(item.watermark)
+        bars = self._attach(bars)
         self._watermark = max(self._watermark, item.watermark)
         marks, self._quarantined = tuple(self._quarantined), []
         return [BarBatch(instrument=self.instrument, watermark=item.watermark, bars=tuple(bars), quarantined=marks)]
 
     def flush(self) -> list[BarBatch]:
         """Close the bars still open at the end of input (the last bar of a replay is partial)."""
-        bars = self._close(np.iinfo(np.int64).max)
+        bars = self._attach(self._close(np.iinfo(np.int64).max))
         marks, self._quarantined = tuple(self._quarantined), []
         return [BarBatch(instrument=self.instrument, watermark=np.iinfo(np.int64).max, bars=tuple(bars),
                          quarantined=marks)]
+
+    def _attach(self, bars: list[Bar]) -> list[Bar]:
+        # bars in close order: each takes the last mark closed at or before its close, and its funding events
+        if not bars:
+            return bars
+        if self._mark is None and not self._marks and not self._funding:  # no contract data: bars as they are
+            self._last_close = bars[-1].ts_event
+            return bars
+        out = []
+        for b in bars:
+            te = b.ts_event
+            n = bisect.bisect_right(self._marks, te, key=lambda m: m[0])
+            if n:
+                self._mark, self._marks = self._marks[n - 1], self._marks[n:]
+            k = bisect.bisect_right(self._funding, te, key=lambda f: f[0])
+            since = b.ts_open if self._last_close is None else self._last_close
+            funding = tuple(f for f in self._funding[:k] if f[0] > since)
+            self._funding = self._funding[k:]
+            self._last_close = te
+            mark = self._mark
+            out.append(replace(b, mark_price=mark[1], mark_ts=mark[0], funding=funding) if mark is not None
+                       else replace(b, funding=funding) if funding else b)
+        return out
 
     def _recorded(self, c: BarChunk) -> list[Bar]:
         if int(c.ts_event[0]) <= self._last_recorded:
@@ -209,11 +262,13 @@ class BarBuilder:
                               last_bid=self._last_bid, last_ask=self._last_ask, last_recorded=self._last_recorded,
                               last_bid_size=self._last_bid_size, last_ask_size=self._last_ask_size,
                               last_bids=self._last_bids, last_asks=self._last_asks, watermark=self._watermark,
-                              quarantined=tuple(self._quarantined))
+                              quarantined=tuple(self._quarantined), mark=self._mark, marks=tuple(self._marks),
+                              funding=tuple(self._funding), last_close=self._last_close)
 
     @classmethod
     def restore(cls, timeframe_ns: int, snap: BarBuilderSnap) -> BarBuilder:
-        check_version(snap, expected=_VERSION)
+        if snap.version != 3:  # version 3: before mark prices and funding (their fields take their defaults)
+            check_version(snap, expected=_VERSION)
         core = cls(snap.instrument, timeframe_ns)
         core._trades = {a.start: a for a in snap.trades}
         core._quotes = {a.start: a for a in snap.quotes}
@@ -221,6 +276,9 @@ class BarBuilder:
         core._last_bid_size, core._last_ask_size = snap.last_bid_size, snap.last_ask_size
         core._last_bids, core._last_asks = snap.last_bids, snap.last_asks
         core._watermark, core._quarantined = snap.watermark, list(snap.quarantined)
+        # version 3 snapshots (pickled before these fields) lack them: they start empty
+        core._mark, core._last_close = getattr(snap, "mark", None), getattr(snap, "last_close", None)
+        core._marks, core._funding = list(getattr(snap, "marks", ())), list(getattr(snap, "funding", ()))
         return core
 
 
@@ -231,3 +289,9 @@ def _levels(levels: npt.NDArray[np.void] | None, i: int) -> Levels:
     prices, amounts = levels["price"][i], levels["amount"][i]
     n = int(np.count_nonzero(~np.isnan(prices)))
     return tuple(zip(prices[:n].tolist(), amounts[:n].tolist()))
+
+
+def _stamped(c: MarkChunk | FundingChunk) -> list[tuple[int, float]]:
+    """The (event time, value) pairs of a mark-price or funding chunk."""
+    values = c.price if isinstance(c, MarkChunk) else c.rate
+    return list(zip(c.ts_event.tolist(), values.tolist()))

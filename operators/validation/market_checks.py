@@ -22,6 +22,10 @@ Rules, per instrument and per kind (trades, quotes and bars are separate streams
 
 Every accepted price is therefore finite, positive and within the bound of its predecessor, so the
 features computed downstream (log returns, volatility) are finite.
+
+Mark prices and funding rates (perpetual contracts) are two more streams: a record earlier than one
+already accepted, or repeating one at the same time, is quarantined as above; a mark price must be finite
+and positive, a funding rate finite with ``|rate| < 0.05`` per period. They have no jump rule.
 """
 
 from __future__ import annotations
@@ -29,13 +33,24 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from headrace.errors import ConfigError
-from headrace.events import F64, BarChunk, MarketChunk, MarketSlice, Provenance, Quarantined, QuoteChunk, TradeChunk
+from headrace.events import (
+    F64,
+    BarChunk,
+    FundingChunk,
+    MarkChunk,
+    MarketChunk,
+    MarketSlice,
+    Provenance,
+    Quarantined,
+    QuoteChunk,
+    TradeChunk,
+)
 from operators.base import check_version
 
 _NONE = np.iinfo(np.int64).min
@@ -51,6 +66,7 @@ class ValidationLimits(Protocol):
 
 
 _VERSION = 2
+_MAX_FUNDING = 0.05  # a funding rate at or beyond this (5 % per period) is not plausible
 _VOL_HALFLIFE = 50.0  # accepted records after which a squared move's weight in the volatility has halved
 _ALPHA = 1.0 - 0.5 ** (1.0 / _VOL_HALFLIFE)
 _BETA = 1.0 - _ALPHA
@@ -72,6 +88,8 @@ class MarketValidatorSnap:
     trades: StreamState
     quotes: StreamState
     bars: StreamState
+    marks: StreamState | None = None  # absent from snapshots taken before mark prices and funding rates
+    funding: StreamState | None = None
 
 
 _EMPTY = StreamState(_NONE, ())
@@ -84,7 +102,10 @@ class _Jumps:
     floor: float
 
 
-def take(chunk: MarketChunk, mask: npt.NDArray[np.bool_]) -> MarketChunk:
+_Chunk = TypeVar("_Chunk", bound=MarketChunk | MarkChunk | FundingChunk)
+
+
+def take(chunk: _Chunk, mask: npt.NDArray[np.bool_]) -> _Chunk:
     """Return the rows of `chunk` where `mask` is true (all columns, provenance included)."""
     changes: dict[str, object] = {}
     for f in dataclasses.fields(chunk):
@@ -96,7 +117,7 @@ def take(chunk: MarketChunk, mask: npt.NDArray[np.bool_]) -> MarketChunk:
     return dataclasses.replace(chunk, **changes)  # type: ignore[arg-type]
 
 
-def row_values(chunk: MarketChunk, i: int) -> dict[str, object]:
+def row_values(chunk: MarketChunk | MarkChunk | FundingChunk, i: int) -> dict[str, object]:
     """Return row `i` of a chunk as a plain dict (for the quarantine's `raw`)."""
     out: dict[str, object] = {}
     for f in dataclasses.fields(chunk):
@@ -124,7 +145,7 @@ class MarketValidator:
         if not (max_jump_floor > 0 and math.isfinite(max_jump_floor)):
             raise ConfigError("validation.max_jump_floor", f"must be > 0, was {max_jump_floor!r}")
         self._jumps = _Jumps(float(max_jump_sigmas), float(max_jump_floor))
-        self._state = {"trades": _EMPTY, "quotes": _EMPTY, "bars": _EMPTY}
+        self._state = {"trades": _EMPTY, "quotes": _EMPTY, "bars": _EMPTY, "marks": _EMPTY, "funding": _EMPTY}
 
     @classmethod
     def from_config(cls, validation: ValidationLimits, snap: MarketValidatorSnap | None = None) -> MarketValidator:
@@ -144,7 +165,15 @@ class MarketValidator:
             keep, rejected, self._state[kind] = _check(chunk, self._state[kind], self._jumps)
             bad.extend(rejected)
             clean[kind] = chunk if keep.all() else take(chunk, keep)
-        out = dataclasses.replace(item, rejected=(), **clean)  # type: ignore[arg-type]
+        riders: dict[str, MarkChunk | FundingChunk | None] = {}
+        for kind in ("marks", "funding"):
+            rider: MarkChunk | FundingChunk | None = getattr(item, kind)
+            if rider is None or len(rider) == 0:
+                continue
+            keep, rejected, self._state[kind] = _check_rider(rider, self._state[kind])
+            bad.extend(rejected)
+            riders[kind] = rider if keep.all() else take(rider, keep)
+        out = dataclasses.replace(item, rejected=(), **clean, **riders)  # type: ignore[arg-type]
         return [out, *bad]
 
     def flush(self) -> list[MarketSlice | Quarantined]:
@@ -152,14 +181,17 @@ class MarketValidator:
 
     def snapshot(self) -> MarketValidatorSnap:
         s = self._state
-        return MarketValidatorSnap(version=_VERSION, trades=s["trades"], quotes=s["quotes"], bars=s["bars"])
+        return MarketValidatorSnap(version=_VERSION, trades=s["trades"], quotes=s["quotes"], bars=s["bars"],
+                                   marks=s["marks"], funding=s["funding"])
 
     @classmethod
     def restore(cls, snap: MarketValidatorSnap, max_jump_sigmas: float = 50.0,
                 max_jump_floor: float = 0.5) -> MarketValidator:
         check_version(snap, expected=_VERSION)
         core = cls(max_jump_sigmas, max_jump_floor)
-        core._state = {"trades": snap.trades, "quotes": snap.quotes, "bars": snap.bars}
+        core._state = {"trades": snap.trades, "quotes": snap.quotes, "bars": snap.bars,
+                       "marks": getattr(snap, "marks", None) or _EMPTY,  # older snapshots: absent
+                       "funding": getattr(snap, "funding", None) or _EMPTY}
         return core
 
 
@@ -310,3 +342,35 @@ def _check(chunk: MarketChunk, state: StreamState,
     ]
     assert n == len(keep)
     return keep, quarantined, dataclasses.replace(jump_state, last_ts=last_ts, last_keys=tuple(sorted(last_keys)))
+
+
+def _check_rider(chunk: MarkChunk | FundingChunk,
+                 state: StreamState) -> tuple[npt.NDArray[np.bool_], list[Quarantined], StreamState]:
+    # mark prices or funding rates: time going backwards, repeats at one time, values out of bounds (no jump rule)
+    ts = chunk.ts_event
+    is_mark = isinstance(chunk, MarkChunk)
+    values = chunk.price if isinstance(chunk, MarkChunk) else chunk.rate
+    what = "mark price" if is_mark else "funding rate"
+    reasons: dict[int, str] = {}
+    last_ts, keys = state.last_ts, set(state.last_keys)
+    for i, (t, v) in enumerate(zip(ts.tolist(), values.tolist())):
+        if t < last_ts:
+            reasons[i] = f"timestamp went backwards: {t} < {last_ts} already seen for this instrument's {what}s"
+        elif not math.isfinite(v) or (v <= 0 if is_mark else abs(v) >= _MAX_FUNDING):
+            reasons[i] = (f"{what} not finite and positive: {v!r}" if is_mark else
+                          f"implausible funding rate: {v!r} (|rate| < {_MAX_FUNDING:g} per period)")
+        elif t == last_ts and repr(v) in keys:
+            reasons[i] = f"duplicate {what} {v!r} at event time {t}"
+        else:
+            if t != last_ts:
+                last_ts, keys = t, set()
+            keys.add(repr(v))
+    keep = np.ones(len(ts), dtype=bool)
+    keep[list(reasons)] = False
+    quarantined = [
+        Quarantined(instrument=chunk.instrument, ts_event=int(ts[i]), ts_recv=int(chunk.ts_recv[i]),
+                    source=chunk.origin.files[int(chunk.origin.file_index[i])], row=int(chunk.origin.row[i]),
+                    reason=reasons[i], raw=Quarantined.raw_json(row_values(chunk, i)))
+        for i in sorted(reasons)
+    ]
+    return keep, quarantined, dataclasses.replace(state, last_ts=last_ts, last_keys=tuple(sorted(keys)))
