@@ -243,7 +243,8 @@ class Bar:
     quote-only bars and trades without sides).
     `mark_price` is the close of the last mark-price candle that closed at or before the bar's close (None before
     the first), `mark_ts` that candle's close time; `funding` the funding events ``(time, rate)`` whose time lies in
-    (previous bar's close, this bar's close] (perpetual contracts replayed with their mark and funding files).
+    (previous bar's close, this bar's close] (perpetual contracts replayed with their mark and funding files; bars
+    built from ticks take what is stamped strictly before their close, see operators/bars/bar_builder.py).
     """
 
     instrument: str

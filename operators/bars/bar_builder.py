@@ -8,6 +8,9 @@ were seen, and the top levels of the last order-book state when the quotes come 
 Bars of a perpetual contract replayed with its mark-price candles and funding events carry the last mark
 price known at their close (a candle is known when it closes) and the funding events since the previous
 bar's close (the first bar: since its open; events at or before it concern no position of the replay).
+A recorded bar arrives with everything stamped at or before its close; a bar built from ticks closes once
+everything stamped before its close has arrived, so it takes the marks and funding stamped strictly before
+its close (one stamped on the close goes to the next bar): the same whatever the slices.
 All tick work is numpy on whole chunks; Python runs once per bar, not per tick.
 """
 
@@ -166,26 +169,26 @@ class BarBuilder:
         if item.funding is not None and len(item.funding):
             self._funding += _stamped(item.funding)
         if item.bars is not None and len(item.bars):
-            bars += self._recorded(item.bars)
+            bars += self._attach(self._recorded(item.bars), 0)
         if item.trades is not None and len(item.trades):
             self._fold_trades(item.trades)
         if item.quotes is not None and len(item.quotes):
             self._fold_quotes(item.quotes)
-        bars += self._close(item.watermark)
-        bars = self._attach(bars)
+        bars += self._attach(self._close(item.watermark), 1)
         self._watermark = max(self._watermark, item.watermark)
         marks, self._quarantined = tuple(self._quarantined), []
         return [BarBatch(instrument=self.instrument, watermark=item.watermark, bars=tuple(bars), quarantined=marks)]
 
     def flush(self) -> list[BarBatch]:
         """Close the bars still open at the end of input (the last bar of a replay is partial)."""
-        bars = self._attach(self._close(np.iinfo(np.int64).max))
+        bars = self._attach(self._close(np.iinfo(np.int64).max), 1)
         marks, self._quarantined = tuple(self._quarantined), []
         return [BarBatch(instrument=self.instrument, watermark=np.iinfo(np.int64).max, bars=tuple(bars),
                          quarantined=marks)]
 
-    def _attach(self, bars: list[Bar]) -> list[Bar]:
-        # bars in close order: each takes the last mark closed at or before its close, and its funding events
+    def _attach(self, bars: list[Bar], before: int) -> list[Bar]:
+        # bars in close order: each takes the last mark stamped at or before close - `before`, and its funding events
+        # (`before` 0 for recorded bars, 1 ns for bars built from ticks: see the module docstring)
         if not bars:
             return bars
         if self._mark is None and not self._marks and not self._funding:  # no contract data: bars as they are
@@ -193,12 +196,12 @@ class BarBuilder:
             return bars
         out = []
         for b in bars:
-            te = b.ts_event
+            te = b.ts_event - before
             n = bisect.bisect_right(self._marks, te, key=lambda m: m[0])
             if n:
                 self._mark, self._marks = self._marks[n - 1], self._marks[n:]
             k = bisect.bisect_right(self._funding, te, key=lambda f: f[0])
-            since = b.ts_open if self._last_close is None else self._last_close
+            since = b.ts_open - before if self._last_close is None else self._last_close
             funding = tuple(f for f in self._funding[:k] if f[0] > since)
             self._funding = self._funding[k:]
             self._last_close = te
