@@ -115,8 +115,9 @@ def test_replay_of_contract_mark_and_funding_gives_one_instrument_whose_bars_car
     assert carried[0] == (int(t[0]), float(r[0]))  # 2021-11-18 00:00:00.017: on the bar closing 00:05
 
 
-def test_a_snapshot_restored_mid_replay_gives_the_same_bars() -> None:
+def test_other_slices_and_a_snapshot_restored_mid_replay_give_the_same_bars() -> None:
     whole, _, _ = replay([BARS, MARK, FUNDING], chunk_rows=300)
+    assert replay([BARS, MARK, FUNDING], chunk_rows=37, batch_rows=64)[0] == whole
     for at in (0, 3):
         resumed, _, _ = replay([BARS, MARK, FUNDING], chunk_rows=300, snapshot_at=at)
         assert resumed == whole
