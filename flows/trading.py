@@ -23,8 +23,9 @@ the environment (``HEADRACE_DATA`` = paths separated by ``:``, ``HEADRACE_CONFIG
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
@@ -56,6 +57,9 @@ from operators.portfolio.sizing import VolTargetSizer
 from operators.positions.account import Account, AccountOut, AccountSnap, FillOn
 from operators.positions.fx import FxTable, infer_currency
 from operators.positions.routed_account import Executor, RoutedAccount, RoutedAccountSnap, RoutedOut
+from operators.risk.engine import Command, RiskEngine, RiskSettings
+from operators.risk.pretrade import PreTradeLimits
+from operators.risk.stress import Scenario
 from operators.router.arbitrage import ArbitrageCore
 from operators.router.listings import Listing, listings_by_asset
 from operators.signals.momentum import CrossSectionalMomentum, SignalModel, TimeSeriesMomentum
@@ -64,6 +68,8 @@ from sinks.clickhouse import ClickHouseSink
 from sources.market_metadata import load_markets
 from sources.replay import Progress, ReplaySource
 from sources.replay_plan import ReplayPlan
+
+STRESS_DATA = Path(__file__).resolve().parent.parent / "data" / "stress"  # the shipped shock files
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +167,6 @@ def warm_start(config: Config) -> dict[str, dict[str, tuple[Any, int]]] | None:
     if not config.ml.enabled or not config.ml.warm_start:
         return None
     import pickle
-    from pathlib import Path
 
     from headrace.ml_export import load_models, resolve_warm_start
 
@@ -191,6 +196,41 @@ def warm_start(config: Config) -> dict[str, dict[str, tuple[Any, int]]] | None:
                                            f"{[m.name for m in config.ml.models]}; it has "
                                            f"{[e.model for e in exported.models]}")
     return out
+
+
+def risk_settings(config: Config, w: Wiring) -> RiskSettings | None:
+    """The risk engine's settings from ``[risk]`` (None when off): limits, scenarios with their shock files
+    loaded, and the operator commands a replay applies (`headrace.risk_commands`)."""
+    r = config.risk
+    if not r.enabled:
+        return None
+    from headrace.risk_commands import commands_path, scheduled
+    from headrace.stress_data import load_scenario_file
+
+    scenarios = []
+    for i, sc in enumerate(r.scenarios):
+        shocks: tuple[tuple[str, float], ...] = ()
+        currency: tuple[tuple[str, float], ...] = ()
+        if sc.kind == "historical":
+            path = next((p for p in (Path(sc.file), STRESS_DATA / sc.file) if p.is_file()), None)
+            if path is None:
+                raise ConfigError(f"risk.scenarios[{i}].file", f"no shock file {sc.file!r} (looked in the working "
+                                                               f"directory and the shipped data/stress)")
+            shocks, currency = load_scenario_file(path)
+        scenarios.append(Scenario(name=sc.name, kind=sc.kind, shocks=shocks, currency_shocks=currency, size=sc.size,
+                                  horizon_bars=sc.horizon_bars, venue=sc.venue))
+    limits = PreTradeLimits(max_order_notional=r.max_order_notional, max_order_fraction=r.max_order_fraction,
+                            max_position_fraction=r.max_position_fraction, max_asset_fraction=r.max_asset_fraction,
+                            max_gross=r.max_gross, max_net=r.max_net, price_band_bps=r.price_band_bps,
+                            max_orders=r.max_orders, window_ns=parse_duration(r.rate_window))
+    return RiskSettings(
+        account=config.account.id, alpha=r.alpha, window=r.window_bars, min_bars=r.min_bars,
+        report_every=r.report_every_bars, es_limit=r.es_limit, es_measure=r.es_measure, es_action=r.es_action,
+        es_resume=r.es_resume, spread_k=r.lvar_spread_k, impact_coefficient=r.impact_coefficient,
+        spread_halflife=r.spread_halflife_bars, limits=limits, stress_limit=r.stress_limit,
+        stress_action=r.stress_action, scenarios=tuple(scenarios),
+        commands=scheduled(commands_path(config), config.account.id),
+        half_spreads=tuple((v, config.venue(v).half_spread_bps / 1e4) for v in w.venues))
 
 
 def engine_settings(config: Config) -> EngineSettings | None:
@@ -235,12 +275,14 @@ def _rows_of_cross_section(cs: CrossSection) -> list[WrittenEvent]:
 def build_flow(plan: ReplayPlan | None, config: Config, run_id: str, *, dsn: str | None = None,
                progress: Progress | None = None, source: ReplaySource | None = None,
                sink: Sink[tuple[str, Any]] | None = None, executor: Executor | None = None,
-               universe: Sequence[str] | None = None) -> Dataflow:
+               universe: Sequence[str] | None = None,
+               risk_inbox: Callable[[int], list[Command]] | None = None) -> Dataflow:
     """Return the replay dataflow for `plan`, writing under `run_id` to `dsn` (default: the config's).
 
     `source` and `sink` replace the replay source and the ClickHouse sink (tests collect rows in memory;
     sink items are ``("clickhouse", event or list of events)``). Paper and live mode (`flows.live`) give a
-    `source`, the `universe` it streams instead of a plan, and for live trading the router account's `executor`.
+    `source`, the `universe` it streams instead of a plan, and for live trading the router account's `executor`;
+    `risk_inbox` gives the risk engine the operator's commands as they arrive.
     """
     if plan is None and (source is None or universe is None):
         raise ValueError("build_flow: without a replay plan, give the source and its universe")
@@ -320,15 +362,23 @@ def build_flow(plan: ReplayPlan | None, config: Config, run_id: str, *, dsn: str
     # the models' end-of-run records travel in a cross-section without bars: rows only, not for the account
     cross = op.filter("with_bars", decisions, lambda cs: bool(cs.bars))
 
+    rs = risk_settings(config, w)
+
+    def new_risk() -> RiskEngine | None:
+        if rs is None:
+            return None
+        keys = tuple(w.listings) if w.listings is not None else w.universe
+        return RiskEngine(rs, keys, risk_inbox)
+
     def new_account(_: object) -> Account | RoutedAccount:
         if w.listings is not None and w.balances is not None:
             return RoutedAccount(acct.id, w.listings, w.fx, balances=w.balances,
                                  min_trade_weight=siz.min_trade_weight, latency_ns=latency, fill_on=fill_on,
                                  band_bps=rc.band_bps, max_volume_share=rc.max_volume_share,
                                  quote_max_age_ns=parse_duration(rc.quote_max_age), executor=executor,
-                                 reconcile_every_ns=parse_duration(config.live.reconcile_every))
+                                 reconcile_every_ns=parse_duration(config.live.reconcile_every), risk=new_risk())
         return Account(acct.id, w.venues, w.fx, w.sim, initial_cash=acct.initial_cash,
-                       min_trade_weight=siz.min_trade_weight, latency_ns=latency, fill_on=fill_on)
+                       min_trade_weight=siz.min_trade_weight, latency_ns=latency, fill_on=fill_on, risk=new_risk())
 
     def restore_account(snap: AccountSnap | RoutedAccountSnap) -> Account | RoutedAccount:
         if isinstance(snap, RoutedAccountSnap):
@@ -336,7 +386,8 @@ def build_flow(plan: ReplayPlan | None, config: Config, run_id: str, *, dsn: str
             assert isinstance(core, RoutedAccount)
             return core.restore_state(snap)
         return Account.restore(acct.id, w.venues, w.fx, w.sim, snap, initial_cash=acct.initial_cash,
-                               min_trade_weight=siz.min_trade_weight, latency_ns=latency, fill_on=fill_on)
+                               min_trade_weight=siz.min_trade_weight, latency_ns=latency, fill_on=fill_on,
+                               risk=new_risk())
 
     new_cross_section(None)  # contradictory settings (stale_after 0s, decision_close with a latency) fail here,
     new_account(None)  # when the flow is built, not in the middle of a run

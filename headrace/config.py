@@ -753,6 +753,138 @@ class MlConfig(BaseModel):
                                            f"1 (their weights sum to at most 1), was {self.blend_max_weight}")
         return self
 
+RISK_DOCS = "docs/risk.md"
+
+
+class RiskScenarioConfig(BaseModel):
+    """One stress scenario (one ``[[risk.scenarios]]`` table)."""
+
+    model_config = _SECTION
+
+    name: Annotated[str, Pattern(r"^[a-z][a-z0-9_]{0,63}$", "a lower-case letter, then up to 63 of a-z, 0-9, _")] = (
+        Field(description="unique name of the scenario (in stress_results and reports)"))
+    kind: Literal["historical", "market", "correlation", "spread", "venue_freeze"] = Field(
+        description="historical: per-asset and per-currency shocks from a file; market: the market factor moves by "
+                    "size through each position's beta; correlation: all correlations 1, a size-sigma move over "
+                    "horizon_bars; spread: closing every position at size times its spread; venue_freeze: the "
+                    "venue's positions cannot be traded and take the market move size")
+    file: str = _key("", "historical: the shock file (CSV: kind, name, shock; data/stress/README.md), relative to "
+                         "the working directory or to the package's data/stress")
+    size: float = _key(0.0, "market and venue_freeze: the market move (-0.3 = down 30 %); spread: the multiplier; "
+                            "correlation: the normal quantile of the move (2.326 = 99 %)")
+    horizon_bars: Annotated[int, Range(1, MAX_BARS)] = _key(
+        24, "correlation: the move is over this many bars (volatility times its square root)")
+    venue: str = _key("*", "venue_freeze: the frozen venue; * = one scenario per venue holding positions")
+
+
+DEFAULT_SCENARIOS = [
+    RiskScenarioConfig(name="may_2021_selloff", kind="historical", file="may_2021_selloff.csv"),
+    RiskScenarioConfig(name="usdc_depeg_2023", kind="historical", file="usdc_depeg_2023.csv"),
+    RiskScenarioConfig(name="covid_2020", kind="historical", file="covid_2020.csv"),
+    RiskScenarioConfig(name="market_down_30", kind="market", size=-0.30),
+    RiskScenarioConfig(name="correlations_to_one", kind="correlation", size=2.326, horizon_bars=24),
+    RiskScenarioConfig(name="spreads_x10", kind="spread", size=10.0),
+    RiskScenarioConfig(name="venue_freeze", kind="venue_freeze", size=-0.30, venue="*"),
+]
+
+
+class RiskConfig(BaseModel):
+    model_config = _SECTION
+
+    enabled: bool = _key(True, "measure risk every bar, check every order before it leaves and act on the limits "
+                               "(docs/risk.md); false: no risk engine")
+    alpha: Annotated[float, Range(0.5, 1, hi_open=True)] = _key(
+        0.975, "confidence of VaR and Expected Shortfall (0.975: the Basel ES level)")
+    window_bars: Annotated[int, Range(10, 100_000)] = _key(
+        500, "bars of returns in the historical simulation (each position's returns over the window, applied to "
+             "today's positions)")
+    min_bars: Annotated[int, Range(2, 100_000)] = _key(
+        50, "bars of returns before the measures are reported and the ES limit acts")
+    report_every_bars: Annotated[int, Range(1, MAX_BARS)] = _key(
+        1, "write a risk_reports row every n-th bar time (the measures are updated every bar whatever this is)")
+    es_limit: Annotated[float, Range(0, 10)] = _key(
+        0.08, "the largest one-bar Expected Shortfall, a fraction of equity (0: no limit)")
+    es_measure: Literal["historical", "cornish_fisher", "max"] = _key(
+        "max", "the ES the limit compares: historical simulation, Cornish-Fisher, or the larger of the two")
+    es_action: Literal["scale", "reduce"] = _key(
+        "scale", "on a breach: scale scales a rebalance's targets down to fit the limit; reduce moves the account to "
+                 "REDUCING until the ES is back under es_resume of the limit")
+    es_resume: Fraction = _key(0.8, "a limit's REDUCING ends when its utilisation falls to this")
+    lvar_spread_k: Annotated[float, Range(0, 100)] = _key(
+        3.0, "liquidity-adjusted VaR: the spread cost is half of (mean + k * std) of the relative spread")
+    impact_coefficient: Annotated[float, Range(0, 100)] = _key(
+        1.0, "liquidity-adjusted VaR: square-root impact cost coefficient * sigma * sqrt(|position| / bar volume) "
+             "* |position| (0: none)")
+    spread_halflife_bars: Annotated[float, Range(0, MAX_BARS, lo_open=True)] = _key(
+        48.0, "half-life of the EWMA mean and variance of each instrument's relative spread and bar volume")
+    max_order_notional: Annotated[float, Range(0, 1e15)] = _key(
+        0.0, "pre-trade: the largest order, account currency (0: no limit)")
+    max_order_fraction: Annotated[float, Range(0, 100)] = _key(
+        1.0, "pre-trade: the largest order, a fraction of equity (0: no limit)")
+    max_position_fraction: Annotated[float, Range(0, 100)] = _key(
+        1.0, "pre-trade: the largest position per instrument after the order, a fraction of equity (0: none)")
+    max_asset_fraction: Annotated[float, Range(0, 100)] = _key(
+        1.0, "pre-trade: the largest position per asset across venues after the order, a fraction of equity "
+             "(0: none)")
+    max_gross: Annotated[float, Range(0, 100)] = _key(
+        3.0, "pre-trade: the largest gross exposure after the order, a multiple of equity (0: none)")
+    max_net: Annotated[float, Range(0, 100)] = _key(
+        2.0, "pre-trade: the largest absolute net exposure after the order, a multiple of equity (0: none)")
+    price_band_bps: Annotated[float, Range(0, 100_000)] = _key(
+        500.0, "pre-trade: an order's price (its limit, else the quote it would take) at most this far from the "
+               "mark, bps (fat-finger check; 0: none)")
+    max_orders: Annotated[int, Range(0, 1_000_000)] = _key(
+        1000, "pre-trade: orders allowed per rate_window (0: no throttle)")
+    rate_window: Annotated[str, Duration(1, DAY_NS)] = _key(
+        "1m", "the order-rate throttle's window")
+    stress_limit: Annotated[float, Range(0, 10)] = _key(
+        0.6, "the largest loss of the worst stress scenario, a fraction of equity (0: no limit)")
+    stress_action: Literal["alert", "reduce"] = _key(
+        "alert", "on a stress breach: alert records it; reduce also moves the account to REDUCING")
+    scenarios: list[RiskScenarioConfig] = _key(
+        DEFAULT_SCENARIOS, "the stress scenarios, one [[risk.scenarios]] table each; a config that lists "
+                           "[[risk.scenarios]] replaces this list")
+    margin_warn: Fraction = _key(0.5, "margin ratio (maintenance / margin balance) that raises a warning alert")
+    margin_critical: Fraction = _key(0.8, "margin ratio that raises a critical alert and triggers margin_action")
+    margin_reduce_to: Fraction = _key(0.5, "auto-reduce: close this much of the venue's positions that its margin "
+                                           "ratio falls back to this")
+    margin_action: Literal["alert", "reduce"] = _key(
+        "reduce", "at margin_critical: alert only, or reduce the venue's derivative positions to margin_reduce_to")
+    leverage: Annotated[float, Range(1, 1000)] = _key(
+        5.0, "leverage derivative positions are opened with (initial margin = notional / leverage, capped by the "
+             "tier's maximum)")
+    leverage_tiers: str = _key("", "a leverage-tier file (ccxt fetchLeverageTiers JSON; docs/risk.md); empty: one "
+                                   "tier from the market metadata's maximum leverage and maintenance_rate")
+    maintenance_rate: Fraction = _key(0.01, "maintenance margin rate where no tier file says otherwise")
+    commands_file: str = _key(
+        "", "operator commands (`headrace risk halt|reduce|resume`), one JSON line each; empty: "
+            "<storage.state_dir>/risk-commands.jsonl")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RiskConfig:
+        def fail(key: str, reason: str) -> ConfigError:
+            return ConfigError(f"risk.{key}", f"{reason}; see {RISK_DOCS}")
+        seen: dict[str, int] = {}
+        for i, sc in enumerate(self.scenarios):
+            if sc.name in seen:
+                raise fail("scenarios", f"scenario name {sc.name!r} is listed twice (risk.scenarios[{seen[sc.name]}] "
+                                        f"and risk.scenarios[{i}]): names must be unique")
+            seen[sc.name] = i
+            if sc.kind == "historical" and not sc.file:
+                raise fail(f"scenarios[{i}].file", f"historical scenario {sc.name!r} needs a shock file")
+            if sc.kind != "historical" and sc.size == 0:
+                raise fail(f"scenarios[{i}].size", f"{sc.kind} scenario {sc.name!r} needs a non-zero size")
+        if self.min_bars > self.window_bars:
+            raise fail("min_bars", f"must be at most risk.window_bars ({self.window_bars}), was {self.min_bars}")
+        if self.margin_warn > self.margin_critical:
+            raise fail("margin_warn", f"must be at most risk.margin_critical ({self.margin_critical}), was "
+                                      f"{self.margin_warn}")
+        if self.margin_reduce_to >= self.margin_critical:
+            raise fail("margin_reduce_to", f"must be below risk.margin_critical ({self.margin_critical}), was "
+                                           f"{self.margin_reduce_to}")
+        return self
+
+
 class Config(BaseSettings):
     """The whole validated config; sections are attributes (``config.account.latency``).
 
@@ -776,6 +908,7 @@ class Config(BaseSettings):
     live: LiveConfig = Field(default_factory=LiveConfig)
     portfolio: PortfolioConfig = Field(default_factory=PortfolioConfig)
     ml: MlConfig = Field(default_factory=MlConfig)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
 
     _deprecations: tuple[str, ...] = PrivateAttr(default=())
 
@@ -1323,8 +1456,8 @@ def reference_markdown() -> str:
 
 __all__ = [
     "AccountConfig", "Config", "EnvironmentSource", "FeaturesConfig", "MetricsConfig", "MlConfig", "MlModelConfig",
-    "ReplayConfig", "SizingConfig", "StorageConfig", "StrategyConfig", "ValidationConfig", "VenueConfig",
-    "apply_override", "build_config", "default_config_text", "describe", "describe_entries", "describe_keys",
-    "format_duration", "load_config", "parse_date_ns", "parse_duration", "parse_timeframe", "parse_value",
-    "reference_markdown",
+    "ReplayConfig", "RiskConfig", "RiskScenarioConfig", "SizingConfig", "StorageConfig", "StrategyConfig",
+    "ValidationConfig", "VenueConfig", "apply_override", "build_config", "default_config_text", "describe",
+    "describe_entries", "describe_keys", "format_duration", "load_config", "parse_date_ns", "parse_duration",
+    "parse_timeframe", "parse_value", "reference_markdown",
 ]

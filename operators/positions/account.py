@@ -21,8 +21,9 @@ PnL when a position shrinks, fees kept apart (quote currency).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from headrace.errors import ConfigError, InvariantError
@@ -39,13 +40,18 @@ from headrace.events import (
 from operators.base import check_version
 from operators.execution.sim_venue import Quote, SimulatedVenue
 from operators.positions.fx import FxTable
+from operators.risk.engine import Book, RiskEngine, RiskOut, RiskSnap
+from operators.risk.engine import Holding as RiskHolding
+from operators.risk.pretrade import OrderCheck
 
-AccountOut = Order | Fill | Position | Equity | OrderStatus
+AccountOut = Order | Fill | Position | Equity | OrderStatus | RiskOut
 FillOn = Literal["next_open", "decision_close"]
 
 EXPIRED_STALE = "instrument stale"
 EXPIRED_END = "end of data"
 SKIPPED_NO_BAR = "no bar closes at the decision time"
+CANCELLED_HALT = "trading halted"
+_split = functools.lru_cache(maxsize=4096)(split_instrument)  # the risk engine's per-bar path splits the same names
 
 
 def check_fill_rule(fill_on: str, latency_ns: int) -> None:
@@ -107,6 +113,7 @@ class AccountSnap:
     fees_account: float
     traded_account: float
     last_ts: int
+    risk: RiskSnap | None = None
 
 
 class Account:
@@ -127,11 +134,14 @@ class Account:
     fill_on
         "next_open": at the open of the instrument's first bar opening at or after decision + latency;
         "decision_close": at the decision bar's close (latency must be 0).
+    risk
+        The risk engine (keys: the instruments): measures every bar, scales targets to the ES limit, checks every
+        order, applies trading states (operators/risk/engine.py); None: no risk engine.
     """
 
     def __init__(self, account_id: str, venues: Sequence[str], fx: FxTable, sim: SimulatedVenue, *,
                  initial_cash: float, min_trade_weight: float, latency_ns: int = 0,
-                 fill_on: FillOn = "next_open") -> None:
+                 fill_on: FillOn = "next_open", risk: RiskEngine | None = None) -> None:
         check_fill_rule(fill_on, latency_ns)
         self.account_id = account_id
         self.venues = tuple(sorted(set(venues)))
@@ -152,6 +162,7 @@ class Account:
         self._fees_account = 0.0
         self._traded_account = 0.0
         self._last_ts = -1
+        self.risk = risk
 
     # -- the step -------------------------------------------------------------------------------
 
@@ -190,12 +201,27 @@ class Account:
                 self._stale.discard(st.instrument)
             if st.instrument in self._holdings:
                 touched.add(st.instrument)
+        risk = self.risk
+        if risk is not None:  # the risk engine's window, then the operator's commands
+            out += self._observe_risk(risk, cs)
         if cs.targets:  # 4. decisions
             equity = self._equity_value()
-            for t in cs.targets:
+            targets = cs.targets
+            exposure = None
+            if risk is not None:
+                k, records = risk.scale(cs.ts_event, {t.instrument: t.weight for t in targets})
+                out += records
+                if k < 1.0:
+                    targets = tuple(replace(t, weight=t.weight * k) for t in targets)
+                exposure = self._exposure()
+            for t in targets:
                 order = self._order_for(cs.ts_event, t.instrument, t.weight, equity)
                 if order is None:
                     continue
+                if risk is not None and exposure is not None:
+                    order = self._pre_trade(risk, order, equity, exposure, out)
+                    if order is None:
+                        continue
                 out.append(order)
                 if self.fill_on == "next_open":
                     self._working.append(Working(order, order.ts_event + self.latency_ns))
@@ -208,7 +234,99 @@ class Account:
         out.append(self._equity(cs.ts_event))  # 5. records
         held = {k for k, h in self._holdings.items() if h.amount != 0} if cs.targets else set()
         out += [self._position(k, cs.ts_event) for k in sorted(touched | held)]
+        if risk is not None:
+            book = self._book()
+            out += risk.assess(cs.ts_event, book)
+            if cs.targets:
+                out += risk.stress(cs.ts_event, book, self.fx.currency)[1]
+                out += risk.limit_rows(cs.ts_event, book)
         return out
+
+    # -- risk -----------------------------------------------------------------------------------
+
+    def _observe_risk(self, risk: RiskEngine, cs: CrossSection) -> list[AccountOut]:
+        prices: dict[str, float] = {}
+        spreads: dict[str, float] = {}
+        volumes: dict[str, float] = {}
+        for b in cs.bars:
+            rate = self.fx.rate(_split(b.instrument)[3], self._marks, self._mark_ts)
+            if rate is None:
+                continue
+            prices[b.instrument] = b.close * rate
+            volumes[b.instrument] = b.volume * b.close * rate
+            if b.bid is not None and b.ask is not None and 0 < b.bid <= b.ask:
+                spreads[b.instrument] = (b.ask - b.bid) / ((b.ask + b.bid) / 2)
+        risk.observe(prices, spreads, volumes)
+        before = risk.state
+        out: list[AccountOut] = list(risk.commands(cs.ts_event))
+        if risk.state == "HALTED" and before != "HALTED":  # a halt cancels every working order
+            gone, self._working = self._working, []
+            out += [OrderStatus(order_id=w.order.order_id, account=self.account_id, instrument=w.order.instrument,
+                                ts_event=cs.ts_event, status="cancelled", reason=CANCELLED_HALT) for w in gone]
+        return out
+
+    def _book(self) -> Book:
+        cash = tuple((v, c, x * self._rate(c)) for (v, c), x in sorted(self._cash.items()) if x != 0)
+        holdings = []
+        for k in sorted(self._holdings):
+            if self._holdings[k].amount == 0:
+                continue
+            venue, base, _, quote = _split(k)
+            holdings.append(RiskHolding(key=k, venue=venue, asset=base, quote=quote, value=self._value(k)))
+        equity = sum(x for _, _, x in cash) + sum(h.value for h in holdings)
+        return Book(equity=equity, holdings=tuple(holdings), cash=cash)
+
+    def _exposure(self) -> dict[str, float]:
+        """Per instrument, the value of its position and working orders (account currency)."""
+        out: dict[str, float] = {}
+        for k in sorted(set(self._holdings) | {w.order.instrument for w in self._working}):
+            mark = self._marks.get(k)
+            rate = self.fx.rate(split_instrument(k)[3], self._marks, self._mark_ts)
+            if mark is None or rate is None:
+                continue
+            amount = self._holdings.get(k, Holding()).amount + sum(
+                (w.order.amount if w.order.side == "buy" else -w.order.amount)
+                for w in self._working if w.order.instrument == k)
+            out[k] = amount * mark * rate
+        return out
+
+    def _pre_trade(self, risk: RiskEngine, order: Order, equity: float, exposure: dict[str, float],
+                   out: list[AccountOut]) -> Order | None:
+        """The risk engine's verdict on `order`: the order to send (perhaps cut), or None when denied; `exposure`
+        moves with every order sent, so that each order is checked against the book the earlier ones leave."""
+        k = order.instrument
+        _, base, _, quote = split_instrument(k)
+        mark = self._marks[k]
+        rate = self._rate(quote)
+        px = mark * rate
+        sign = 1.0 if order.side == "buy" else -1.0
+        before = exposure.get(k, 0.0)
+        asset_before = sum(v for i, v in exposure.items() if split_instrument(i)[1] == base)
+        gross_before = sum(abs(v) for v in exposure.values())
+        net_before = sum(exposure.values())
+        q = self._quotes.get(k)
+        price = (q[1] if sign > 0 else q[0]) * rate if q is not None else px
+
+        def make(amount: float) -> OrderCheck:
+            d = sign * amount * px
+            return OrderCheck(instrument=k, asset=base, notional=amount * px, price=price, mark=px,
+                              position_before=before, position_after=before + d, asset_before=asset_before,
+                              asset_after=asset_before + d, gross_before=gross_before,
+                              gross_after=gross_before - abs(before) + abs(before + d), net_before=net_before,
+                              net_after=net_before + d, equity=equity)
+
+        verdict = risk.check(order.ts_event, order.order_id, order.side, order.amount, before / px, make)
+        if verdict.denial is not None:
+            out.append(verdict.denial)
+        if verdict.amount <= 0:
+            out.append(order)
+            out.append(self._status(order, order.ts_event, "denied", f"risk: {verdict.denial.reason}"
+                                    if verdict.denial is not None else "risk"))
+            return None
+        if verdict.amount < order.amount:
+            order = replace(order, amount=verdict.amount)
+        exposure[k] = before + sign * order.amount * px
+        return order
 
     def flush(self) -> list[AccountOut]:
         """At the end of input: orders still working expire, then the final position of every instrument traded."""
@@ -219,7 +337,8 @@ class Account:
 
     # -- pieces ---------------------------------------------------------------------------------
 
-    def _status(self, order: Order, ts: int, status: Literal["expired", "skipped"], reason: str) -> OrderStatus:
+    def _status(self, order: Order, ts: int, status: Literal["expired", "skipped", "denied", "cancelled"],
+                reason: str) -> OrderStatus:
         return OrderStatus(order_id=order.order_id, account=self.account_id, instrument=order.instrument,
                            ts_event=ts, status=status, reason=reason)
 
@@ -290,22 +409,25 @@ class Account:
     # -- state ----------------------------------------------------------------------------------
 
     def snapshot(self) -> AccountSnap:
-        return AccountSnap(version=2, funded=self._funded,
+        return AccountSnap(version=3, funded=self._funded,
                            cash=tuple((v, c, x) for (v, c), x in sorted(self._cash.items())),
                            holdings=tuple(sorted(self._holdings.items())),
                            marks=tuple((k, m, self._mark_ts[k]) for k, m in sorted(self._marks.items())),
                            quotes=tuple((k, b, a) for k, (b, a) in sorted(self._quotes.items())),
                            stale=tuple(sorted(self._stale)), working=tuple(self._working),
                            fees_account=self._fees_account, traded_account=self._traded_account,
-                           last_ts=self._last_ts)
+                           last_ts=self._last_ts, risk=self.risk.snapshot() if self.risk is not None else None)
 
     @classmethod
     def restore(cls, account_id: str, venues: Sequence[str], fx: FxTable, sim: SimulatedVenue, snap: AccountSnap, *,
                 initial_cash: float, min_trade_weight: float, latency_ns: int = 0,
-                fill_on: FillOn = "next_open") -> Account:
-        check_version(snap, expected=2)
+                fill_on: FillOn = "next_open", risk: RiskEngine | None = None) -> Account:
+        """Rebuild an account from `snap`; `risk` is a fresh engine that takes the snapshot's risk state."""
+        check_version(snap, expected=3)
+        if risk is not None and snap.risk is not None:
+            risk = RiskEngine.restore(risk.s, risk.keys, snap.risk, risk.inbox)
         core = cls(account_id, venues, fx, sim, initial_cash=initial_cash, min_trade_weight=min_trade_weight,
-                   latency_ns=latency_ns, fill_on=fill_on)
+                   latency_ns=latency_ns, fill_on=fill_on, risk=risk)
         core._funded = snap.funded
         core._cash = {(v, c): x for v, c, x in snap.cash}
         core._holdings = dict(snap.holdings)

@@ -68,12 +68,15 @@ from operators.positions.account import (
     check_fill_rule,
 )
 from operators.positions.fx import FxTable
+from operators.risk.engine import Book, RiskEngine, RiskOut, RiskSnap
+from operators.risk.engine import Holding as RiskHolding
+from operators.risk.pretrade import OrderCheck
 from operators.router.listings import Listing
 from operators.router.matching import match_ioc
 from operators.router.sor import NO_METADATA, Candidate, Level, Parent, RoutePlan, route
 
 RoutedOut = (Order | Fill | Position | Equity | OrderStatus | RoutingDecision | Balance | Alert
-             | ReconciliationRecord)
+             | ReconciliationRecord | RiskOut)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,7 @@ class RoutedAccountSnap:
     fees_account: float
     traded_account: float
     last_ts: int
+    risk: RiskSnap | None = None
 
 
 class RoutedAccount:
@@ -152,7 +156,7 @@ class RoutedAccount:
                  balances: Mapping[tuple[str, str], float], min_trade_weight: float, latency_ns: int = 0,
                  fill_on: FillOn = "next_open", band_bps: float = 50.0, max_volume_share: float = 0.1,
                  quote_max_age_ns: int = 15 * 60 * 10**9, executor: Executor | None = None,
-                 reconcile_every_ns: int = 5 * 60 * 10**9) -> None:
+                 reconcile_every_ns: int = 5 * 60 * 10**9, risk: RiskEngine | None = None) -> None:
         check_fill_rule(fill_on, latency_ns)
         if not balances and executor is None:
             raise ConfigError("account.balances", "the router needs starting cash per venue and currency (live "
@@ -186,6 +190,7 @@ class RoutedAccount:
         self._fees_account = 0.0
         self._traded_account = 0.0
         self._last_ts = -1
+        self.risk = risk  # keys: the assets; parents are checked before they are routed
 
     # -- the step -------------------------------------------------------------------------------
 
@@ -231,6 +236,8 @@ class RoutedAccount:
             li = self._of.get(st.instrument)
             if li is not None and (li.venue, li.base) in self._holdings:
                 touched.add((li.venue, li.base))
+        if self.risk is not None:
+            out += self._observe_risk(self.risk, cs)
         if cs.targets:  # 4. decisions
             out += self._decide(cs, bars, changed, touched)
         out.append(self._equity(cs.ts_event))  # 5. records
@@ -241,7 +248,75 @@ class RoutedAccount:
         out += [self._balance(k, cs.ts_event) for k in sorted(changed)]
         if self.executor is not None:
             out += self.executor.alerts(cs.ts_event)
+        if self.risk is not None:
+            book = self._book()
+            out += self.risk.assess(cs.ts_event, book)
+            if cs.targets:
+                out += self.risk.stress(cs.ts_event, book, self.fx.currency)[1]
+                out += self.risk.limit_rows(cs.ts_event, book)
         return out
+
+    # -- risk -----------------------------------------------------------------------------------
+
+    def _observe_risk(self, risk: RiskEngine, cs: CrossSection) -> list[RoutedOut]:
+        prices: dict[str, float] = {}
+        spreads: dict[str, float] = {}
+        volumes: dict[str, float] = {}
+        for b in cs.bars:
+            li = self._of.get(b.instrument)
+            if li is None or (mark := self._asset_mark(li.base)) is None:
+                continue
+            prices[li.base] = mark
+            volumes[li.base] = volumes.get(li.base, 0.0) + b.volume * mark
+            if b.bid is not None and b.ask is not None and 0 < b.bid <= b.ask:
+                spreads[li.base] = (b.ask - b.bid) / ((b.ask + b.bid) / 2)
+        risk.observe(prices, spreads, volumes)
+        before = risk.state
+        out: list[RoutedOut] = list(risk.commands(cs.ts_event))
+        if risk.state == "HALTED" and before != "HALTED":  # a halt cancels every working child
+            gone, self._working = self._working, []
+            out += [self._status(w.order.order_id, w.order.instrument, cs.ts_event, "cancelled", "trading halted")
+                    for w in gone]
+        return out
+
+    def _book(self) -> Book:
+        cash = tuple((v, c, x * self._rate(c, v)) for (v, c), x in sorted(self._cash.items()) if x != 0)
+        holdings = []
+        for (venue, asset), h in sorted(self._holdings.items()):
+            if h.amount == 0:
+                continue
+            quote = next((li.quote for li in self.listings.get(asset, ()) if li.venue == venue), "")
+            holdings.append(RiskHolding(key=asset, venue=venue, asset=asset, quote=quote,
+                                        value=self._value((venue, asset))))
+        equity = sum(x for _, _, x in cash) + sum(h.value for h in holdings)
+        return Book(equity=equity, holdings=tuple(holdings), cash=cash)
+
+    def _pre_trade(self, risk: RiskEngine, parent_id: str, asset: str, side: Side, amount: float, mark: float,
+                   current: float, equity: float, exposure: dict[str, float], ts: int,
+                   out: list[RoutedOut]) -> float:
+        """The amount of a parent order the risk engine lets through (0: denied, with its records)."""
+        sign = 1.0 if side == "buy" else -1.0
+        before = exposure.get(asset, current * mark)
+        gross_before = sum(abs(v) for v in exposure.values())
+        net_before = sum(exposure.values())
+
+        def make(q: float) -> OrderCheck:
+            d = sign * q * mark
+            return OrderCheck(instrument=asset, asset=asset, notional=q * mark, price=mark, mark=mark,
+                              position_before=before, position_after=before + d, asset_before=before,
+                              asset_after=before + d, gross_before=gross_before,
+                              gross_after=gross_before - abs(before) + abs(before + d), net_before=net_before,
+                              net_after=net_before + d, equity=equity)
+
+        verdict = risk.check(ts, parent_id, side, amount, current, make)
+        if verdict.denial is not None:
+            out.append(verdict.denial)
+        if verdict.amount <= 0:
+            reason = f"risk: {verdict.denial.reason}" if verdict.denial is not None else "risk"
+            out.append(self._status(parent_id, asset, ts, "denied", reason))
+            return 0.0
+        exposure[asset] = before + sign * verdict.amount * mark
+        return verdict.amount
 
     def _reconcile(self, ts: int, changed: set[tuple[str, str]]) -> list[RoutedOut]:
         """Compare cash with the venues, adopt their balances, stop the venues beyond tolerance."""
@@ -277,7 +352,20 @@ class RoutedAccount:
         out: list[RoutedOut] = []
         ts = cs.ts_event
         equity = self._equity_value()
-        for t in sorted(cs.targets, key=lambda x: x.instrument):
+        targets = cs.targets
+        exposure: dict[str, float] = {}
+        if self.risk is not None:
+            k, records = self.risk.scale(ts, {t.instrument: t.weight for t in targets})
+            out += records
+            if k < 1.0:
+                targets = tuple(replace(t, weight=t.weight * k) for t in targets)
+            for asset in self.listings:
+                m = self._asset_mark(asset)
+                held = sum(h.amount for (_, a), h in self._holdings.items() if a == asset)
+                held += sum(self._signed(w.order) for w in self._working if self._of[w.order.instrument].base == asset)
+                if m is not None and held != 0:
+                    exposure[asset] = held * m
+        for t in sorted(targets, key=lambda x: x.instrument):
             asset = t.instrument
             mark = self._asset_mark(asset)
             if asset not in self.listings or mark is None or not equity > 0:
@@ -288,8 +376,15 @@ class RoutedAccount:
             if delta == 0 or abs(delta) * mark < self.min_trade_weight * equity:
                 continue
             side: Side = "buy" if delta > 0 else "sell"
-            parent = Parent(parent_id=stable_id("parent", self.account_id, asset, ts), account=self.account_id,
-                            asset=asset, side=side, amount=abs(delta), ts_event=ts, band_bps=self.band_bps)
+            parent_id = stable_id("parent", self.account_id, asset, ts)
+            amount = abs(delta)
+            if self.risk is not None:
+                amount = self._pre_trade(self.risk, parent_id, asset, side, amount, mark, current, equity, exposure,
+                                         ts, out)
+                if amount <= 0:
+                    continue
+            parent = Parent(parent_id=parent_id, account=self.account_id,
+                            asset=asset, side=side, amount=amount, ts_event=ts, band_bps=self.band_bps)
             plan = route(parent, [self._candidate(li, side, ts) for li in self.listings[asset]
                                   if li.venue not in self._stopped])
             out += self._records(plan, t.weight)
@@ -557,7 +652,7 @@ class RoutedAccount:
 
     def snapshot(self) -> RoutedAccountSnap:
         return RoutedAccountSnap(
-            version=2, funded=self._funded,
+            version=3, funded=self._funded,
             cash=tuple((v, c, x) for (v, c), x in sorted(self._cash.items())),
             holdings=tuple((v, a, h) for (v, a), h in sorted(self._holdings.items())),
             marks=tuple((k, m, self._mark_ts[k]) for k, m in sorted(self._marks.items())),
@@ -566,11 +661,14 @@ class RoutedAccount:
             sizes=tuple((k, b, a) for k, (b, a) in sorted(self._sizes.items())),
             books=tuple((k, b, a) for k, (b, a) in sorted(self._books.items())),
             stale=tuple(sorted(self._stale)), working=tuple(self._working),
-            fees_account=self._fees_account, traded_account=self._traded_account, last_ts=self._last_ts)
+            fees_account=self._fees_account, traded_account=self._traded_account, last_ts=self._last_ts,
+            risk=self.risk.snapshot() if self.risk is not None else None)
 
     def restore_state(self, snap: RoutedAccountSnap) -> RoutedAccount:
         """Load `snap` into this (freshly built) core and return it."""
-        check_version(snap, expected=2)
+        check_version(snap, expected=3)
+        if self.risk is not None and snap.risk is not None:
+            self.risk = RiskEngine.restore(self.risk.s, self.risk.keys, snap.risk, self.risk.inbox)
         self._funded = snap.funded
         self._cash = {(v, c): x for v, c, x in snap.cash}
         self._holdings = {(v, a): h for v, a, h in snap.holdings}

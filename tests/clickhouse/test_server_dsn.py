@@ -88,10 +88,11 @@ def test_replay_to_a_chdb_stand_in_server_sends_the_expected_requests_and_equals
     inserts = [q.split("`")[1] for q in sql if q.startswith("INSERT")]
     # the runs row twice (running, finished); every event table once: 11,520 bars go as one batch
     # (ML: predictions, outcomes, metrics, decision-time skill and the models' state; no model
-    # earns a weight or drifts on two instruments)
+    # earns a weight or drifts on two instruments; risk: reports, limits and stress results, no limit breached)
     assert sorted(inserts) == sorted(["runs", "runs", "bars", "features", "signals", "targets", "orders", "fills",
                                       "positions", "equity", "ml_predictions", "ml_outcomes",
-                                      "ml_metrics", "ml_skill", "ml_models"])
+                                      "ml_metrics", "ml_skill", "ml_models", "risk_reports", "risk_limits",
+                                      "stress_results"])
 
     fills = "SELECT event_id, price, amount FROM fills FINAL WHERE run_id = 'srv' ORDER BY ts_event, event_id"
     over_http = json.loads(cli("db", "query", fills, "--db", stand_in.dsn, "--json", state=tmp_path).stdout)

@@ -104,13 +104,19 @@ def test_bars_built_from_real_binance_trades_equal_the_recorded_candles() -> Non
 
 
 @pytest.mark.parametrize("rel, reason", [
-    ("futures/binance/XRP_USDT_USDT-8h-funding_rate.feather", "funding_rate candles are not market bars"),
     ("universe/huobi-pob/cryptos_2017to2021_daily.parquet", "cannot tell the venue from the path; pass --venue"),
 ])
 def test_files_that_cannot_be_replayed_stop_the_run_naming_the_file(rel: str, reason: str) -> None:
     with pytest.raises(DataSourceError, match=reason) as info:
         read_paths([str(SHARED_DATA / rel)])
     assert rel.split("/")[-1] in str(info.value)
+
+
+def test_funding_rates_alone_stop_the_run_asking_for_the_contracts_bars() -> None:
+    from sources.replay_plan import ReplayPlan
+
+    with pytest.raises(DataSourceError, match="funding rates of 'binance:XRP/USDT:USDT' need the contract's bars"):
+        ReplayPlan.open([str(SHARED_DATA / "futures/binance/XRP_USDT_USDT-8h-funding_rate.feather")], 100)
 
 
 def test_a_file_with_any_name_is_read_by_its_columns_and_its_bar_length_inferred(tmp_path: Path) -> None:

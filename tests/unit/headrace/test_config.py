@@ -62,7 +62,8 @@ def test_every_documented_key_can_be_overridden_with_its_own_default() -> None:
     ("venues.kraken.maker_fee_bps=1", "venues.kraken.maker_fee_bps", "unknown key"),
     ("account.fx_rates={USDT = 0}", "account.fx_rates", "rate for 'USDT' must be a number in (0, 1e12]"),
     ("storage.dsn=mysql://x", "storage.dsn", "must be empty"),
-    ("risk.max_leverage=2", "risk", "unknown key"),
+    ("risk.max_leverage=2", "risk.max_leverage", "unknown key"),
+    ("nosuch.max_leverage=2", "nosuch", "unknown key"),
     ("sizing=1", "sizing", "must be a table"),
     ("sizing.max_weight.x=1", "sizing.max_weight", "is a value, not a table"),
     ("nonsense", "nonsense", "--set takes KEY=VALUE"),
@@ -182,6 +183,9 @@ CROSS_KEY_EDGES: dict[str, list[str] | None] = {
     "portfolio.net_min": ["portfolio.net_max=100.0"],
     "portfolio.regime_exit_ratio": None,  # must stay below regime_enter_ratio, itself at most 100
     "portfolio.regime_fast_halflife_bars": None,  # must stay below regime_slow_halflife_bars
+    "risk.min_bars": ["risk.window_bars=100000"],
+    "risk.margin_warn": ["risk.margin_critical=1.0"],
+    "risk.margin_reduce_to": None,  # must stay below margin_critical, itself at most 1
 }
 
 
@@ -196,6 +200,13 @@ CROSS_KEY_EDGES: dict[str, list[str] | None] = {
     ("portfolio.regime_budgets={panic = {major = 1.0}}", "portfolio.regime_budgets", "regimes are calm and stressed"),
     ("portfolio.factor_bounds={market = [1.0, 0.0]}", "portfolio.factor_bounds", "low <= high"),
     ("portfolio.method=min_variance", "portfolio.method", "must be 'vol_target'"),
+    ("risk.min_bars=600", "risk.min_bars", "must be at most risk.window_bars (500)"),
+    ("risk.margin_warn=0.9", "risk.margin_warn", "must be at most risk.margin_critical (0.8)"),
+    ("risk.margin_reduce_to=0.8", "risk.margin_reduce_to", "must be below risk.margin_critical (0.8)"),
+    ('risk.scenarios=[{name = "a", kind = "market", size = -0.1}, {name = "a", kind = "spread", size = 2.0}]',
+     "risk.scenarios", "scenario name 'a' is listed twice"),
+    ('risk.scenarios=[{name = "h", kind = "historical"}]', "risk.scenarios[0].file", "needs a shock file"),
+    ('risk.scenarios=[{name = "m", kind = "market"}]', "risk.scenarios[0].size", "needs a non-zero size"),
 ])
 def test_portfolio_settings_that_contradict_each_other_name_the_key(override: str, key: str, reason: str) -> None:
     extra = ["portfolio.net_max=0.0"] if key == "portfolio.net_min" else []
