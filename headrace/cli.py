@@ -39,9 +39,11 @@ app.add_typer(ml_app, name="ml")
 app.add_typer(data_app, name="data")
 dashboards_app = typer.Typer(no_args_is_help=True, help="Grafana dashboards: push them to a Grafana server.")
 app.add_typer(dashboards_app, name="dashboards")
+from headrace.cli_risk import register as register_risk  # noqa: E402  # risk, risk stress, halt, reduce, resume
 from headrace.cli_venues import register  # noqa: E402  # venues, venues snapshot, live, paper
 
 register(app)
+register_risk(app)
 
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 240)  # piped: no truncated tables
 err = Console(stderr=True, soft_wrap=True)  # one line per message, whatever the terminal's width

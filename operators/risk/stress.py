@@ -12,8 +12,11 @@ Formulas, for positions i with value v_i, base asset a_i, venue u_i, beta b_i, v
   ``pnl = sum_i v_i * r(a_i) + sum_cash c_k * q(ccy_k)``. The asset shock r(a) is the listed shock of `a`; for an
   asset that is itself a shocked currency (a USDC/USDT position) its currency shock; else the ``"*"`` default;
   else 0, and the detail line counts those unshocked positions. The currency shock q(c) is the move of `c` against
-  the account currency (USDC -0.125 in the March 2023 de-peg); the account currency itself never moves, even when
-  the file lists it. Asset shocks are moves against the account currency (the data's USD or USDT price), so a
+  the file's reference, the data's USD or USDT price (USDC -0.125 in the March 2023 de-peg); an unlisted cash
+  currency is that reference and moves by 0. When the file lists the account currency itself (BTC in the May 2021
+  file, for an account kept in BTC), every move is rebased on it, ``(1 + r) / (1 + r(account)) - 1``, so the
+  account currency never moves and a BTC account holding ETH loses only ETH's move against BTC. Asset shocks are
+  moves against the reference, so a
   position's quote currency does not enter its own P&L: in the de-peg BTC/USDC rose 12.8 % while USDC fell 12.5 %
   against USD, and the BTC/USDC position's value in USD moved by BTC's own USD move (-1.3 %). Compounding the
   quote's shock on top, ``v (1 + r)(1 + q) - v``, would count the de-peg twice. A book that bought BTC with USDC
@@ -158,35 +161,40 @@ def _check(scenario: Scenario) -> None:
 
 def _historical(s: Scenario, positions: Sequence[StressPosition], cash: Sequence[CashBalance],
                 account_currency: str) -> tuple[float, dict[str, float], str]:
-    shocks = dict(s.shocks)
-    currency = {c: q for c, q in s.currency_shocks if c != account_currency}
-    default = shocks.get("*")
+    shocks = {a: x for a, x in s.shocks if a != "*"}
+    currency = dict(s.currency_shocks)
+    default = dict(s.shocks).get("*")
+
+    def move(x: str) -> float | None:  # against the file's reference (the data's USD or USDT price)
+        return shocks[x] if x in shocks else currency.get(x)
+
+    base = move(account_currency) or 0.0  # the account currency's own move: every other move is rebased on it
+
+    def rebase(r: float) -> float:
+        return (1.0 + r) / (1.0 + base) - 1.0
+
     contributions: dict[str, float] = {}
     unshocked = 0
     for p in positions:
-        if p.asset == account_currency:
-            shock = 0.0
-        elif p.asset in shocks:
-            shock = shocks[p.asset]
-        elif p.asset in currency:
-            shock = currency[p.asset]
-        elif default is not None:
-            shock = default
-        else:
-            shock, unshocked = 0.0, unshocked + 1
-        _add(contributions, p.key, p.value * shock)
-    for c in cash:
-        _add(contributions, c.currency, c.value * currency.get(c.currency, 0.0))
-    listed = len([a for a in shocks if a != "*"])
+        r = base if p.asset == account_currency else move(p.asset)
+        if r is None and default is not None:
+            r = default
+        elif r is None:
+            r, unshocked = base, unshocked + 1  # not shocked: no move against the account currency
+        _add(contributions, p.key, p.value * rebase(r))
+    for c in cash:  # an unlisted currency is the reference itself (a stable coin or USD): it moves by 0
+        _add(contributions, c.currency, c.value * rebase(move(c.currency) or 0.0))
+    listed = len(shocks)
     parts = [f"historical: {listed} asset shocks on {len(positions)} positions"]
     if default is not None:
         parts.append(f"'*' {_pct(default)} for unlisted assets")
     if unshocked:
         parts.append(f"{unshocked} positions in unlisted assets not shocked (no '*')")
-    if currency:
-        parts.append("currencies " + " ".join(f"{c} {_pct(q)}" for c, q in sorted(currency.items())))
-    if any(c == account_currency for c, _ in s.currency_shocks):
-        parts.append(f"account currency {account_currency} held fixed")
+    shown = {c: q for c, q in currency.items() if c != account_currency}
+    if shown:
+        parts.append("currencies " + " ".join(f"{c} {_pct(q)}" for c, q in sorted(shown.items())))
+    if base:
+        parts.append(f"moves rebased on the account currency {account_currency}'s own {_pct(base)}")
     return sum(contributions.values()), contributions, "; ".join(parts)
 
 

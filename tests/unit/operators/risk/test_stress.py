@@ -28,16 +28,32 @@ def run(*scenarios: Scenario, book: list[StressPosition] = BOOK, cash: list[Cash
 
 def test_historical_by_hand() -> None:
     s = Scenario("crash", "historical", shocks=(("BTC", -0.4), ("ETH", -0.5), ("*", -0.45)),
-                 currency_shocks=(("USDC", -0.125), ("USD", 0.1)))
+                 currency_shocks=(("USDC", -0.125),))
     (r,) = run(s)
-    # BTC on both venues -0.4, the short ETH gains, SOL takes '*', the USDC cash loses 12.5 %, USD never moves,
-    # and the positions quoted in USDC are not shocked twice
+    # BTC on both venues -0.4, the short ETH gains, SOL takes '*', the USDC cash loses 12.5 %, the USDT cash (the
+    # file's reference) does not move, and the positions quoted in USDC are not shocked twice
     by_hand = 10_000 * -0.4 + -4_000 * -0.5 + 6_000 * -0.4 + 2_000 * -0.45 + 3_000 * -0.125
     assert by_hand == pytest.approx(-5_675.0)
     assert r.pnl == pytest.approx(by_hand, abs=1e-9)
     assert r.pnl_fraction == pytest.approx(by_hand / EQUITY)
     assert (r.scenario, r.kind, r.worst_key) == ("crash", "historical", "binance:BTC/USDT")
-    assert "'*' -45%" in r.detail and "USDC -12.5%" in r.detail and "account currency USD held fixed" in r.detail
+    assert "'*' -45%" in r.detail and "USDC -12.5%" in r.detail and "rebased" not in r.detail
+
+
+def test_historical_moves_are_rebased_on_the_account_currencys_own_move() -> None:
+    # the account is kept in USD and the file says USD itself rose 10 % against its reference: every other move is
+    # measured against USD, (1 + r) / 1.1 - 1, so USD never moves and the reference's own cash (USDT) loses
+    s = Scenario("crash", "historical", shocks=(("BTC", -0.4), ("ETH", -0.5), ("*", -0.45)),
+                 currency_shocks=(("USDC", -0.125), ("USD", 0.1)))
+    (r,) = run(s)
+    by_hand = (10_000 * (0.6 / 1.1 - 1) + -4_000 * (0.5 / 1.1 - 1) + 6_000 * (0.6 / 1.1 - 1)
+               + 2_000 * (0.55 / 1.1 - 1) + 3_000 * (0.875 / 1.1 - 1) + 1_000 * (1 / 1.1 - 1))
+    assert r.pnl == pytest.approx(by_hand, abs=1e-9)
+    assert "rebased on the account currency USD" in r.detail
+    # a BTC account holding ETH loses only ETH's move against BTC
+    eth = [StressPosition("binance:ETH/BTC", "binance", "ETH", "BTC", 1.0, 1.0, 0.02, 0.0005)]
+    (b,) = stress_pnl(eth, [], 1.0, [Scenario("x", "historical", shocks=(("BTC", -0.4), ("ETH", -0.5)))], "BTC")
+    assert b.pnl == pytest.approx(0.5 / 0.6 - 1)
 
 
 def test_historical_without_default_leaves_unlisted_assets_and_says_so() -> None:
