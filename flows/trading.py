@@ -58,6 +58,8 @@ from operators.positions.account import Account, AccountOut, AccountSnap, FillOn
 from operators.positions.fx import FxTable, infer_currency
 from operators.positions.routed_account import Executor, RoutedAccount, RoutedAccountSnap, RoutedOut
 from operators.risk.engine import Command, RiskEngine, RiskSettings
+from operators.risk.margin import Tier
+from operators.risk.margin_watch import MarginSettings, is_derivative
 from operators.risk.pretrade import PreTradeLimits
 from operators.risk.stress import Scenario
 from operators.router.arbitrage import ArbitrageCore
@@ -196,6 +198,31 @@ def warm_start(config: Config) -> dict[str, dict[str, tuple[Any, int]]] | None:
                                            f"{[m.name for m in config.ml.models]}; it has "
                                            f"{[e.model for e in exported.models]}")
     return out
+
+
+def margin_settings(config: Config, universe: Sequence[str]) -> MarginSettings | None:
+    """Margin monitoring of the universe's derivatives (``[risk]`` margin keys; None when the risk engine is off or
+    nothing is a contract). Tiers: ``risk.leverage_tiers`` read for each venue with contracts
+    (`headrace.leverage_tiers`), instruments it does not list get one tier of ``risk.leverage`` and
+    ``risk.maintenance_rate``."""
+    r = config.risk
+    contracts = [i for i in universe if is_derivative(i)]
+    if not r.enabled or not contracts:
+        return None
+    tiers: dict[str, tuple[Tier, ...]] = {}
+    if r.leverage_tiers:
+        from headrace.leverage_tiers import by_instrument, load_tiers
+
+        for venue in sorted({split_instrument(i)[0] for i in contracts}):
+            tiers.update(by_instrument(venue, load_tiers(r.leverage_tiers, venue,
+                                                         default_maintenance_rate=r.maintenance_rate,
+                                                         default_max_leverage=r.leverage)))
+    try:
+        return MarginSettings(warn=r.margin_warn, critical=r.margin_critical, reduce_to=r.margin_reduce_to,
+                              action=r.margin_action, leverage=r.leverage, maintenance_rate=r.maintenance_rate,
+                              tiers=tuple(sorted(tiers.items())))
+    except ValueError as e:
+        raise ConfigError("risk.margin_warn", str(e)) from None
 
 
 def risk_settings(config: Config, w: Wiring) -> RiskSettings | None:
@@ -363,6 +390,7 @@ def build_flow(plan: ReplayPlan | None, config: Config, run_id: str, *, dsn: str
     cross = op.filter("with_bars", decisions, lambda cs: bool(cs.bars))
 
     rs = risk_settings(config, w)
+    ms = margin_settings(config, w.universe)
 
     def new_risk() -> RiskEngine | None:
         if rs is None:
@@ -378,7 +406,8 @@ def build_flow(plan: ReplayPlan | None, config: Config, run_id: str, *, dsn: str
                                  quote_max_age_ns=parse_duration(rc.quote_max_age), executor=executor,
                                  reconcile_every_ns=parse_duration(config.live.reconcile_every), risk=new_risk())
         return Account(acct.id, w.venues, w.fx, w.sim, initial_cash=acct.initial_cash,
-                       min_trade_weight=siz.min_trade_weight, latency_ns=latency, fill_on=fill_on, risk=new_risk())
+                       min_trade_weight=siz.min_trade_weight, latency_ns=latency, fill_on=fill_on, risk=new_risk(),
+                       margin=ms)
 
     def restore_account(snap: AccountSnap | RoutedAccountSnap) -> Account | RoutedAccount:
         if isinstance(snap, RoutedAccountSnap):
@@ -387,7 +416,7 @@ def build_flow(plan: ReplayPlan | None, config: Config, run_id: str, *, dsn: str
             return core.restore_state(snap)
         return Account.restore(acct.id, w.venues, w.fx, w.sim, snap, initial_cash=acct.initial_cash,
                                min_trade_weight=siz.min_trade_weight, latency_ns=latency, fill_on=fill_on,
-                               risk=new_risk())
+                               risk=new_risk(), margin=ms)
 
     new_cross_section(None)  # contradictory settings (stale_after 0s, decision_close with a latency) fail here,
     new_account(None)  # when the flow is built, not in the middle of a run

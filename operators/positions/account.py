@@ -13,10 +13,14 @@ plus targets on rebalance times and instruments that went stale or came back) is
 4. on a rebalance, targets become market orders sized on current equity; with ``fill_on =
    "decision_close"`` they fill at once at the decision bar's close, or are skipped (an `OrderStatus`)
    when their instrument has no bar closing at the decision time;
-5. equity is recorded, and positions that changed or are held on a rebalance.
+5. with margin monitoring (derivatives, ``venue:BASE/QUOTE:SETTLE``): each venue's margin, its alerts and
+   snapshot rows, and at critical the auto-reduce orders, sent like the rebalance's (operators/risk/margin_watch.py;
+   funding was paid in step 2, at each funding event a bar of a held contract carries);
+6. equity is recorded, and positions that changed or are held on a rebalance.
 
 At the end of the data, `flush` expires the orders still working. Positions use average cost: realised
-PnL when a position shrinks, fees kept apart (quote currency).
+PnL when a position shrinks, fees kept apart (quote currency). Contracts are booked the same way (a buy debits
+its notional), which is why the margin wallet is derived as cash + amount x entry (margin_watch.py).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Literal
 
 from headrace.errors import ConfigError, InvariantError
 from headrace.events import (
+    Bar,
     CrossSection,
     Equity,
     Fill,
@@ -42,6 +47,14 @@ from operators.execution.sim_venue import Quote, SimulatedVenue
 from operators.positions.fx import FxTable
 from operators.risk.engine import Book, RiskEngine, RiskOut, RiskSnap
 from operators.risk.engine import Holding as RiskHolding
+from operators.risk.margin_watch import (
+    REDUCE_REASON,
+    MarginSettings,
+    MarginWatch,
+    MarginWatchSnap,
+    is_derivative,
+    settle_of,
+)
 from operators.risk.pretrade import OrderCheck
 
 AccountOut = Order | Fill | Position | Equity | OrderStatus | RiskOut
@@ -114,6 +127,10 @@ class AccountSnap:
     traded_account: float
     last_ts: int
     risk: RiskSnap | None = None
+    margin: MarginWatchSnap | None = None
+
+
+SNAP_VERSION = 4
 
 
 class Account:
@@ -137,11 +154,14 @@ class Account:
     risk
         The risk engine (keys: the instruments): measures every bar, scales targets to the ES limit, checks every
         order, applies trading states (operators/risk/engine.py); None: no risk engine.
+    margin
+        Margin monitoring and funding of derivative positions (operators/risk/margin_watch.py); None: off.
     """
 
     def __init__(self, account_id: str, venues: Sequence[str], fx: FxTable, sim: SimulatedVenue, *,
                  initial_cash: float, min_trade_weight: float, latency_ns: int = 0,
-                 fill_on: FillOn = "next_open", risk: RiskEngine | None = None) -> None:
+                 fill_on: FillOn = "next_open", risk: RiskEngine | None = None,
+                 margin: MarginSettings | None = None) -> None:
         check_fill_rule(fill_on, latency_ns)
         self.account_id = account_id
         self.venues = tuple(sorted(set(venues)))
@@ -163,6 +183,8 @@ class Account:
         self._traded_account = 0.0
         self._last_ts = -1
         self.risk = risk
+        self.margin_settings = margin
+        self.margin = MarginWatch(account_id, margin) if margin is not None else None
 
     # -- the step -------------------------------------------------------------------------------
 
@@ -193,6 +215,13 @@ class Account:
             self._mark_ts[b.instrument] = b.ts_event
             if b.bid is not None and b.ask is not None:
                 self._quotes[b.instrument] = (b.bid, b.ask)
+            if self.margin is not None:  # the contract's mark; funding on the position held at the funding time
+                h = self._holdings.get(b.instrument)
+                paid = self.margin.observe(b, h.amount if h is not None else 0.0)
+                if paid != 0.0:
+                    venue, _, _, _ = _split(b.instrument)
+                    key = (venue, settle_of(b.instrument) or "")
+                    self._cash[key] = self._cash.get(key, 0.0) + paid
         for st in cs.statuses:  # 3. instruments whose data stopped, or resumed
             if st.status == "stale":
                 self._stale.add(st.instrument)
@@ -222,16 +251,10 @@ class Account:
                     order = self._pre_trade(risk, order, equity, exposure, out)
                     if order is None:
                         continue
-                out.append(order)
-                if self.fill_on == "next_open":
-                    self._working.append(Working(order, order.ts_event + self.latency_ns))
-                elif (bar := bars.get(order.instrument)) is None:
-                    out.append(self._status(order, cs.ts_event, "skipped", SKIPPED_NO_BAR))
-                else:
-                    fill = self.sim.execute(order, bar, at="close", quote=self._quotes.get(order.instrument))
-                    out.append(self._fill(order, fill))
-                    touched.add(order.instrument)
-        out.append(self._equity(cs.ts_event))  # 5. records
+                self._send(order, bars, out, touched)
+        if self.margin is not None:  # 5. margin
+            out += self._margin(self.margin, cs, bars, touched)
+        out.append(self._equity(cs.ts_event))  # 6. records
         held = {k for k, h in self._holdings.items() if h.amount != 0} if cs.targets else set()
         out += [self._position(k, cs.ts_event) for k in sorted(touched | held)]
         if risk is not None:
@@ -240,6 +263,54 @@ class Account:
             if cs.targets:
                 out += risk.stress(cs.ts_event, book, self.fx.currency)[1]
                 out += risk.limit_rows(cs.ts_event, book)
+        return out
+
+    def _send(self, order: Order, bars: dict[str, Bar], out: list[AccountOut], touched: set[str]) -> None:
+        """Record `order` and make it work (next open) or fill it at its bar's close (decision close)."""
+        out.append(order)
+        if self.fill_on == "next_open":
+            self._working.append(Working(order, order.ts_event + self.latency_ns))
+        elif (bar := bars.get(order.instrument)) is None:
+            out.append(self._status(order, order.ts_event, "skipped", SKIPPED_NO_BAR))
+        else:
+            fill = self.sim.execute(order, bar, at="close", quote=self._quotes.get(order.instrument))
+            out.append(self._fill(order, fill))
+            touched.add(order.instrument)
+
+    # -- margin ---------------------------------------------------------------------------------
+
+    def _margin_inputs(self) -> dict[str, tuple[float, float]]:
+        return {k: (h.amount, h.avg_price) for k, h in sorted(self._holdings.items())
+                if h.amount != 0 and is_derivative(k)}
+
+    def _margin(self, watch: MarginWatch, cs: CrossSection, bars: dict[str, Bar],
+                touched: set[str]) -> list[AccountOut]:
+        """Margin of the venues holding contracts: rows, alerts, and under ``reduce`` the auto-reduce orders (their
+        pre-trade checks pass: they only reduce) with the account held in REDUCING while a venue is critical."""
+        held = self._margin_inputs()
+        ts = cs.ts_event
+        step = watch.check(ts, held, self._cash, self._rate, rebalance=bool(cs.targets))
+        out: list[AccountOut] = list(step.records)
+        risk = self.risk
+        if step.want is not None and risk is not None:
+            out += risk.want(ts, "margin", step.want[0], step.want[1])
+        if not step.reduce:
+            return out
+        equity = self._equity_value()
+        exposure = self._exposure() if risk is not None else None
+        for k, delta in step.reduce:
+            px = self._marks[k] * self._rate(_split(k)[3])
+            after = held[k][0] + delta
+            order = Order(
+                order_id=stable_id("order", self.account_id, k, ts, REDUCE_REASON), account=self.account_id,
+                instrument=k, ts_event=ts, side="buy" if delta > 0 else "sell", amount=abs(delta),
+                reason=REDUCE_REASON, target_weight=after * px / equity if equity > 0 else 0.0)
+            if risk is not None and exposure is not None:
+                checked = self._pre_trade(risk, order, equity, exposure, out)
+                if checked is None:
+                    continue
+                order = checked
+            self._send(order, bars, out, touched)
         return out
 
     # -- risk -----------------------------------------------------------------------------------
@@ -333,6 +404,8 @@ class Account:
         if self._last_ts < 0:
             return []
         out: list[AccountOut] = list(self._expire(self._last_ts, EXPIRED_END))
+        if self.margin is not None:
+            out += self.margin.final(self._last_ts, self._margin_inputs(), self._cash, self._rate)
         return out + [self._position(k, self._last_ts) for k in sorted(self._holdings)]
 
     # -- pieces ---------------------------------------------------------------------------------
@@ -409,25 +482,30 @@ class Account:
     # -- state ----------------------------------------------------------------------------------
 
     def snapshot(self) -> AccountSnap:
-        return AccountSnap(version=3, funded=self._funded,
+        return AccountSnap(version=SNAP_VERSION, funded=self._funded,
                            cash=tuple((v, c, x) for (v, c), x in sorted(self._cash.items())),
                            holdings=tuple(sorted(self._holdings.items())),
                            marks=tuple((k, m, self._mark_ts[k]) for k, m in sorted(self._marks.items())),
                            quotes=tuple((k, b, a) for k, (b, a) in sorted(self._quotes.items())),
                            stale=tuple(sorted(self._stale)), working=tuple(self._working),
                            fees_account=self._fees_account, traded_account=self._traded_account,
-                           last_ts=self._last_ts, risk=self.risk.snapshot() if self.risk is not None else None)
+                           last_ts=self._last_ts, risk=self.risk.snapshot() if self.risk is not None else None,
+                           margin=self.margin.snapshot() if self.margin is not None else None)
 
     @classmethod
     def restore(cls, account_id: str, venues: Sequence[str], fx: FxTable, sim: SimulatedVenue, snap: AccountSnap, *,
                 initial_cash: float, min_trade_weight: float, latency_ns: int = 0,
-                fill_on: FillOn = "next_open", risk: RiskEngine | None = None) -> Account:
-        """Rebuild an account from `snap`; `risk` is a fresh engine that takes the snapshot's risk state."""
-        check_version(snap, expected=3)
+                fill_on: FillOn = "next_open", risk: RiskEngine | None = None,
+                margin: MarginSettings | None = None) -> Account:
+        """Rebuild an account from `snap`; `risk` is a fresh engine that takes the snapshot's risk state, `margin`
+        the settings the snapshot's margin state (levels, marks, funding paid) continues with."""
+        check_version(snap, expected=SNAP_VERSION)
         if risk is not None and snap.risk is not None:
             risk = RiskEngine.restore(risk.s, risk.keys, snap.risk, risk.inbox)
         core = cls(account_id, venues, fx, sim, initial_cash=initial_cash, min_trade_weight=min_trade_weight,
-                   latency_ns=latency_ns, fill_on=fill_on, risk=risk)
+                   latency_ns=latency_ns, fill_on=fill_on, risk=risk, margin=margin)
+        if margin is not None and snap.margin is not None:
+            core.margin = MarginWatch.restore(account_id, margin, snap.margin)
         core._funded = snap.funded
         core._cash = {(v, c): x for v, c, x in snap.cash}
         core._holdings = dict(snap.holdings)
