@@ -201,6 +201,7 @@ class RiskEngine:
         self._bars = 0
         self._breached: set[str] = set()
         self._worst: tuple[float, str] = (NAN, "")
+        self._acted: dict[str, int] = {}  # limit name -> time of its last breach or release row (not a snapshot's)
         self._last = Measures(0, NAN, NAN, NAN, NAN, NAN, NAN, NAN)
         self._half = dict(settings.half_spreads)
         self._lam = 1.0 - 0.5 ** (1.0 / settings.spread_halflife)
@@ -359,6 +360,8 @@ class RiskEngine:
         return Measures(n, var_h, es_h, var_c, es_c, var_h + exo + endo, exo, endo)
 
     def _limit_row(self, ts: int, name: str, value: float, limit: float, breached: bool, action: str) -> RiskLimit:
+        if action:
+            self._acted[name] = ts
         return RiskLimit(account=self.s.account, ts_event=ts, name=name, value=value, limit=limit,
                          utilisation=value / limit if limit > 0 else NAN, breached=breached, action=action)
 
@@ -516,7 +519,9 @@ class RiskEngine:
                  lim.max_asset_fraction),
                 ("stress", max(0.0, -self._worst[0]) if self._worst[0] == self._worst[0] else NAN, s.stress_limit),
                 ("order_rate", float(self._rate.count(ts)), float(lim.max_orders))]
-        return [self._limit_row(ts, n, v, x, v > x, "") for n, v, x in rows if x > 0 and v == v]
+        # a limit that was breached or released at this time has its row already (same event id: one row per time)
+        return [self._limit_row(ts, n, v, x, v > x, "") for n, v, x in rows
+                if x > 0 and v == v and self._acted.get(n) != ts]
 
     # -- state ----------------------------------------------------------------------------------
 

@@ -99,9 +99,10 @@ def test_a_key_without_a_bar_gets_a_zero_return_and_its_next_return_spans_the_ga
     e.observe({"B": 12.0})  # A has no bar; B moved 20 % since its last bar two rows ago
     e.observe({"A": 99.0, "B": float("nan")})  # a bad price counts as no bar
     rows = e._rows[:e._samples]  # the window as the engine holds it
-    np.testing.assert_array_equal(rows, [[0.0, 0.0], [110.0 / 100.0 - 1.0, 0.0], [0.0, 12.0 / 10.0 - 1.0], [99.0 / 110.0 - 1.0, 0.0]])
+    ra, rb, ra2 = 110.0 / 100.0 - 1.0, 12.0 / 10.0 - 1.0, 99.0 / 110.0 - 1.0
+    np.testing.assert_array_equal(rows, [[0.0, 0.0], [ra, 0.0], [0.0, rb], [ra2, 0.0]])
     e.assess(0, book(keys, np.array([1.0, 0.0])))
-    assert e.measures.var_historical == pytest.approx(historical_var([0.0, 110.0 / 100.0 - 1.0, 0.0, 99.0 / 110.0 - 1.0]), abs=1e-15)
+    assert e.measures.var_historical == pytest.approx(historical_var([0.0, ra, 0.0, ra2]), abs=1e-15)
 
 
 def test_mixed_clocks_on_real_hourly_data_equal_the_batch_window() -> None:
@@ -119,7 +120,8 @@ def test_mixed_clocks_on_real_hourly_data_equal_the_batch_window() -> None:
     assert e.measures.es_cornish_fisher == pytest.approx(cornish_fisher_es(pnl), abs=1e-12)
 
 
-def fed(window: int = 100, rows: int = 220, n: int = 10, **kw: object) -> tuple[RiskEngine, tuple[str, ...], np.ndarray]:
+def fed(window: int = 100, rows: int = 220, n: int = 10,
+        **kw: object) -> tuple[RiskEngine, tuple[str, ...], np.ndarray]:
     keys, p = prices(HOURLY, n, rows)
     e = RiskEngine(RiskSettings(account="a", window=window, min_bars=50, **kw), keys)  # type: ignore[arg-type]
     for t in range(rows):
@@ -159,7 +161,7 @@ def test_scale_puts_the_targets_es_exactly_on_the_limit(measure: str) -> None:
 
 
 def test_es_reduce_action_moves_to_reducing_and_back_once_each() -> None:
-    e0, keys, window = fed()
+    _, keys, window = fed()
     es1 = historical_es(window @ W10)
     limit = 0.5 * es1  # weights x 1: ES at twice the limit
     e, *_ = fed(es_limit=limit, es_measure="historical", es_action="reduce", es_resume=0.8)
@@ -207,7 +209,7 @@ def test_lvar_adds_the_hand_computed_spread_and_impact_costs() -> None:
     for t in range(4):
         e.observe({"v:A/Q": pa[t], "w:B/Q": pb[t]}, {"v:A/Q": spreads_a[t]}, {"v:A/Q": volumes_a[t]})
     b = Book(equity=1_000.0, holdings=(Holding("v:A/Q", "v", "A", "Q", 500.0), Holding("w:B/Q", "w", "B", "Q", -200.0)))
-    rep = [x for x in e.assess(0, b) if isinstance(x, RiskReport)][0]
+    rep = next(x for x in e.assess(0, b) if isinstance(x, RiskReport))
     lam = 1.0 - 0.5 ** (1.0 / 2.0)
     m, v = 0.002, 0.0  # EWMA of the relative spread and of its variance, from the first value
     for x in spreads_a[1:]:
@@ -320,3 +322,22 @@ def test_check_in_each_state() -> None:
     halted = e.check(2, "o5", "sell", 4.0, 10.0, make("sell", 1_000.0))
     assert halted.amount == 0.0 and halted.denial is not None
     assert (halted.denial.codes, halted.denial.trading_state, halted.denial.amount_sent) == (("halted",), "HALTED", 0.0)
+
+
+def test_limit_rows_of_one_time_have_distinct_ids_and_keep_the_breach_action() -> None:
+    """risk_limits is a ReplacingMergeTree keyed by event_id (account, time, name): a breach row and the limit's
+    utilisation row at the same rebalance would collapse into one, losing what the breach did."""
+    _, keys, window = fed()
+    limit = 0.5 * historical_es(window @ W10)
+    e, *_ = fed(es_limit=limit, es_measure="historical", es_action="reduce", stress_limit=0.01,
+                stress_action="reduce", scenarios=(Scenario(name="crash", kind="market", size=-0.3),))
+    b = book(keys, W10, equity=10_000.0)
+    out = e.assess(5, b) + e.stress(5, b, "USDT")[1] + e.limit_rows(5, b)
+    rows = [x for x in out if isinstance(x, RiskLimit)]
+    ids = [x.event_id for x in rows]
+    assert len(ids) == len(set(ids))
+    by_name = {x.name: x for x in rows}
+    assert by_name["es"].breached and by_name["es"].action.startswith("REDUCING")
+    assert by_name["stress"].breached and by_name["stress"].action == "REDUCING"
+    later = e.limit_rows(6, b)  # the next rebalance: the plain utilisation rows again
+    assert {x.name: x.action for x in later if isinstance(x, RiskLimit)} == {"es": "", "stress": ""}
