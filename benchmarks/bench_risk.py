@@ -23,7 +23,7 @@ Two parts (see benchmarks/README.md for every printed line):
   alternating), ``--rebalances`` times (default 200), an hour apart. Medians of ``--repeat`` repeats after an
   untimed warm-up repeat.
 - **the replay**: the whole trading flow over the hourly universe (``replay.venue = "huobi"``,
-  ``replay.quote = "USDT"``, otherwise the default config; 316,682 bars), in this process on one Bytewax worker
+  ``replay.quote = "USDT"``, otherwise the default config; 316,684 bars), in this process on one Bytewax worker
   (``flows.runner.run``, 10 s epochs) with a sink that drops every row, the plan opened before the timer, and
   ``storage.state_dir`` a temp dir (no operator commands). Cases: risk engine on (the default) and off
   (``risk.enabled=false``), each with ML on (the default) and off (``ml.enabled=false``: ML dominates the flow's
