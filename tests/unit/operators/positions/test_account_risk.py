@@ -62,6 +62,7 @@ def test_reducing_lets_only_reducing_orders_through_and_cuts_a_flip_to_the_close
     assert buy.instrument == A and buy.amount == pytest.approx(5.0)
     assert of(RiskDenial, first) == [] and of(TradingStateChange, first) == []
     [fill] = of(Fill, acct.update(section(1)))  # ts 120: before the command's time
+    assert acct.risk is not None and acct.risk.state == "ACTIVE"
     held = fill.amount
     outs = acct.update(section(2, {A: -0.5, B: 0.3}))  # ts 180: the first cross-section at or after 150
     [change] = of(TradingStateChange, outs)
