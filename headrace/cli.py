@@ -304,6 +304,10 @@ def _print_summary(s: report.Summary) -> None:
                           f"{s.ml_models} models, {s.ml_predictions:,} predictions, "
                           f"{s.ml_drift_events:,} drift events, blend weight {s.ml_blend_weight:.2f} "
                           f"(headrace ml report --run-id {escape(s.run_id)})"),
+        ("risk", "off" if not s.risk_state else
+                 f"{s.risk_state}, ES {num(s.risk_es, '.3%')} per bar, {s.risk_denials:,} orders denied, "
+                 f"{s.risk_scalings:,} ES scalings, {s.risk_state_changes:,} state changes "
+                 f"(headrace risk --run-id {escape(s.run_id)})"),
         ("sharpe (annualised)", num(s.sharpe, ".2f")), ("sortino (annualised)", num(s.sortino, ".2f")),
         ("volatility (annualised)", num(s.volatility, ".2%")),
         ("max drawdown", f"{s.max_drawdown:.2%}"), ("turnover", f"{s.turnover:.2f}x"),

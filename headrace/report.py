@@ -64,7 +64,7 @@ class Summary:
     store: str = ""  # the store the run wrote to, its DSN with any password redacted
     warnings: tuple[str, ...] = ()  # what a reader of the figures must know (printed under the summary)
     orders_cancelled: int = 0  # routed IOC children whose rest was cancelled (partly or not filled)
-    orders_denied: int = 0  # parent orders no venue could carry (no market metadata)
+    orders_denied: int = 0  # orders not sent: the risk engine denied them, or no venue could carry them
     venues: tuple[str, ...] = ()  # venues that received fills
     arbitrage_signals: int = 0  # cross-venue arbitrage signals opened (router on)
     portfolio_method: str = ""  # portfolio.method of the run
@@ -74,6 +74,11 @@ class Summary:
     ml_predictions: int = 0
     ml_drift_events: int = 0
     ml_blend_weight: float = 0.0  # the blended models' summed weight at the end of the run
+    risk_state: str = ""  # the trading state at the end of the run ("" when risk.enabled was off)
+    risk_es: float | None = None  # the last historical ES measured (one bar, fraction of equity)
+    risk_denials: int = 0  # orders the pre-trade checks denied (every reason in risk_denials)
+    risk_scalings: int = 0  # rebalances whose targets the ES limit scaled down
+    risk_state_changes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -374,7 +379,27 @@ def summarize(db: Queryable, run_id: str, *, events_in: int, initial_equity: flo
         rebalances=rebalances,
         solver_fallbacks=fallbacks,
         **_ml_counts(db, run_id),
+        **_risk_counts(db, run_id),
     )
+
+
+def _risk_counts(db: Queryable, run_id: str) -> dict[str, Any]:
+    """The risk engine's headline figures for the summary (empty when it was off)."""
+    if not _table_exists(db, "risk_reports"):
+        return {}
+    row = db.query(
+        "SELECT (SELECT argMax(trading_state, ts_event) FROM risk_reports WHERE run_id = {run:String}) AS state, "
+        "(SELECT argMax(es_historical, ts_event) FROM risk_reports WHERE run_id = {run:String} "
+        " AND NOT isNaN(es_historical)) AS es, "
+        "(SELECT count() FROM risk_denials FINAL WHERE run_id = {run:String} AND action = 'denied') AS denials, "
+        "(SELECT count() FROM risk_scalings FINAL WHERE run_id = {run:String}) AS scalings, "
+        "(SELECT count() FROM trading_states FINAL WHERE run_id = {run:String}) AS changes", {"run": run_id})[0]
+    es = row["es"]
+    n_reports = db.query("SELECT count() AS n FROM risk_reports WHERE run_id = {run:String}", {"run": run_id})
+    return {"risk_state": str(row["state"] or "") if int(n_reports[0]["n"]) else "",
+            "risk_es": float(es) if es is not None and int(n_reports[0]["n"]) and math.isfinite(float(es)) else None,
+            "risk_denials": int(row["denials"]), "risk_scalings": int(row["scalings"]),
+            "risk_state_changes": int(row["changes"])}
 
 
 def _ml_counts(db: Queryable, run_id: str) -> dict[str, Any]:

@@ -137,7 +137,7 @@ def stress_now(db: Queryable, run_id: str, config: Config) -> dict[str, Any] | N
     for inst, value in sorted(held):
         parts = inst.split(":")
         if inst in rets or len(parts) < 2 or "/" in parts[1]:  # an instrument: venue:BASE/QUOTE
-            venue, base, _, quote = split_instrument(inst)
+            venue, _, base, quote = split_instrument(inst)
             key = inst
         else:  # the router's position rows: venue:ASSET
             venue, base, quote, key = parts[0], parts[1], currency, parts[1]

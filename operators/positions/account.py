@@ -342,7 +342,7 @@ class Account:
         for k in sorted(self._holdings):
             if self._holdings[k].amount == 0:
                 continue
-            venue, base, _, quote = _split(k)
+            venue, _, base, quote = _split(k)
             holdings.append(RiskHolding(key=k, venue=venue, asset=base, quote=quote, value=self._value(k)))
         equity = sum(x for _, _, x in cash) + sum(h.value for h in holdings)
         return Book(equity=equity, holdings=tuple(holdings), cash=cash)
@@ -366,13 +366,13 @@ class Account:
         """The risk engine's verdict on `order`: the order to send (perhaps cut), or None when denied; `exposure`
         moves with every order sent, so that each order is checked against the book the earlier ones leave."""
         k = order.instrument
-        _, base, _, quote = split_instrument(k)
+        _, _, base, quote = split_instrument(k)
         mark = self._marks[k]
         rate = self._rate(quote)
         px = mark * rate
         sign = 1.0 if order.side == "buy" else -1.0
         before = exposure.get(k, 0.0)
-        asset_before = sum(v for i, v in exposure.items() if split_instrument(i)[1] == base)
+        asset_before = sum(v for i, v in exposure.items() if split_instrument(i)[2] == base)
         gross_before = sum(abs(v) for v in exposure.values())
         net_before = sum(exposure.values())
         q = self._quotes.get(k)

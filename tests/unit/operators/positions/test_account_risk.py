@@ -199,8 +199,6 @@ def test_an_account_restored_midway_writes_the_same_records() -> None:
         assert repr(first + rest) == repr(whole), cut  # repr: NaN measures compare equal
 
 
-@pytest.mark.xfail(strict=True, reason="account.py gives the risk engine the symbol ('A/Q', split_instrument()[1]) as "
-                                       "the asset, not the base ('A', [2]): asset shocks miss plain-account positions")
 def test_a_historical_asset_shock_hits_the_position_in_that_asset() -> None:
     from headrace.events import StressResultRow
     from operators.risk.stress import Scenario
