@@ -62,8 +62,8 @@ def _moments(pnl: np.ndarray) -> Moments:
     d = pnl - mu
     d2 = d * d
     m2 = float(d2.mean())
-    if m2 <= 0.0:
-        return Moments(mu, 0.0, 0.0, 0.0)
+    if m2 * m2 <= 0.0:  # constant, or so nearly that m2^2 underflows (measures._from_central)
+        return Moments(mu, math.sqrt(max(m2, 0.0)), 0.0, 0.0)
     return Moments(mu, math.sqrt(m2), float((d2 * d).mean()) / m2**1.5, float((d2 * d2).mean()) / (m2 * m2) - 3.0)
 
 

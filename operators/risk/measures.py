@@ -17,7 +17,7 @@ for n observations sorted ascending r_(0) <= ... <= r_(n-1) and tail mass k = (1
 
 Cornish-Fisher (modified) VaR adjusts the normal quantile for skewness and kurtosis, with population moments
 (ddof 0, as PerformanceAnalytics' `VaR(method="modified")`): mu the mean, m_p = mean((r - mu)^p), sigma =
-sqrt(m_2), S = m_3 / m_2^1.5, K = m_4 / m_2^2 - 3 (excess kurtosis); S = K = 0 when m_2 = 0. With z = Phi^-1(1 - alpha)
+sqrt(m_2), S = m_3 / m_2^1.5, K = m_4 / m_2^2 - 3 (excess kurtosis); S = K = 0 when m_2 = 0 (or m_2^2 underflows). With z = Phi^-1(1 - alpha)
 (negative, the lower-tail normal quantile):
 
     z_cf(z) = z + (z^2 - 1) S / 6 + (z^3 - 3 z) K / 24 - (2 z^3 - 5 z) S^2 / 36,    VaR = -(mu + sigma z_cf(z)).
@@ -110,8 +110,8 @@ def historical_var_es(returns: npt.ArrayLike, alpha: float = 0.975) -> tuple[flo
     """Return historical VaR and ES together from one sort (the streaming engine's path; the same conventions as
     `historical_var` and `historical_es`, equal to them up to the order the tail is summed in).
 
-    >>> historical_var_es([0.01, -0.02, 0.03, -0.05, 0.0, 0.02, -0.01, 0.01, 0.0, -0.03], alpha=0.8)
-    (0.02, 0.04)
+    >>> [round(x, 12) for x in historical_var_es([0.01, -0.02, 0.03, -0.05, 0.0, 0.02, -0.01, 0.01, 0.0, -0.03], 0.8)]
+    [0.02, 0.04]
     """
     r = np.sort(_returns(returns))
     _check_alpha(alpha, closed=True)
@@ -149,8 +149,8 @@ def moments(returns: npt.ArrayLike) -> Moments:
 
 def _from_central(mu: float, m2: float, m3: float, m4: float) -> Moments:
     """Moments from the mean and the central moments; S = K = 0 for a constant series."""
-    if m2 <= 0.0:
-        return Moments(mu, 0.0, 0.0, 0.0)
+    if m2 * m2 <= 0.0:  # constant, or so nearly that m2^2 underflows: no shape to measure
+        return Moments(mu, math.sqrt(max(m2, 0.0)), 0.0, 0.0)
     return Moments(mu, math.sqrt(m2), m3 / m2**1.5, m4 / (m2 * m2) - 3.0)
 
 
