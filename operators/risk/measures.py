@@ -17,8 +17,8 @@ for n observations sorted ascending r_(0) <= ... <= r_(n-1) and tail mass k = (1
 
 Cornish-Fisher (modified) VaR adjusts the normal quantile for skewness and kurtosis, with population moments
 (ddof 0, as PerformanceAnalytics' `VaR(method="modified")`): mu the mean, m_p = mean((r - mu)^p), sigma =
-sqrt(m_2), S = m_3 / m_2^1.5, K = m_4 / m_2^2 - 3 (excess kurtosis); S = K = 0 when m_2 = 0 (or m_2^2 underflows). With z = Phi^-1(1 - alpha)
-(negative, the lower-tail normal quantile):
+sqrt(m_2), S = m_3 / m_2^1.5, K = m_4 / m_2^2 - 3 (excess kurtosis); S = K = 0 when m_2 = 0 (or m_2^2
+underflows). With z = Phi^-1(1 - alpha) (negative, the lower-tail normal quantile):
 
     z_cf(z) = z + (z^2 - 1) S / 6 + (z^3 - 3 z) K / 24 - (2 z^3 - 5 z) S^2 / 36,    VaR = -(mu + sigma z_cf(z)).
 
