@@ -268,6 +268,16 @@ def test_replay_killed_with_sigkill_and_started_again_equals_an_uninterrupted_ru
                   "(SELECT count() FROM equity WHERE run_id = 'straight') AS straight_equity_rows", state)
     assert row["plain"] == row["unique_ids"] == straight["fills"]
     assert row["equity_rows"] == row["straight_equity_rows"]
+    # the risk engine resumed with its window, states and limits: the same measures every bar, no duplicate row
+    risk = ("SELECT toUnixTimestamp64Nano(ts_event) AS ts, trading_state, samples, toString(es_historical) AS es, "
+            "toString(es_cornish_fisher) AS cf, toString(lvar) AS lvar FROM risk_reports FINAL WHERE run_id = '{}' "
+            "ORDER BY ts_event")
+    assert query(risk.format(run_id), state) == query(risk.format("straight"), state) != []
+    [dup] = query(f"SELECT count() AS n, uniqExact(event_id) AS u FROM risk_reports WHERE run_id = '{run_id}'", state)
+    assert dup["n"] == dup["u"]
+    limits = ("SELECT toUnixTimestamp64Nano(ts_event) AS ts, name, value, limit FROM risk_limits FINAL "
+              "WHERE run_id = '{}' ORDER BY ts, name")
+    assert query(limits.format(run_id), state) == query(limits.format("straight"), state) != []
 
 
 def test_a_password_in_the_config_dsn_is_refused_without_echoing_it(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from bytewax.recovery import init_db_dir
 
-from flows.trading import engine_settings, ml_settings, rule_signals, trading_costs, wiring
+from flows.trading import engine_settings, ml_settings, risk_settings, rule_signals, trading_costs, wiring
 from headrace.config import Config, parse_duration
 from headrace.events import Fill, MarketSlice
 from helpers import CrashingSource, by_id, flatten, run_flow, small_config
@@ -19,6 +19,7 @@ from operators.portfolio.cross_section import CrossSectionCore
 from operators.portfolio.engine import PortfolioEngine
 from operators.portfolio.sizing import VolTargetSizer
 from operators.positions.account import Account
+from operators.risk.engine import RiskEngine
 from operators.signals.momentum import CrossSectionalMomentum
 from operators.validation.market_checks import MarketValidator
 from sources.replay_plan import ReplayPlan
@@ -38,8 +39,11 @@ def plain_loop(plan: ReplayPlan, config: Config) -> list[Any]:
     ml = MlCore(mls, rule_signals(config)) if mls is not None else None
     cross = CrossSectionCore(plan.universe, CrossSectionalMomentum(), sizer, s.rebalance_bars, s.min_instruments,
                              stale_after_ns=parse_duration(s.stale_after), engine=engine, ml=ml)
+    rs = risk_settings(config, w)
+    risk = RiskEngine(rs, w.universe) if rs is not None else None
     account = Account(a.id, w.venues, w.fx, w.sim, initial_cash=a.initial_cash, min_trade_weight=z.min_trade_weight,
-                      latency_ns=parse_duration(a.latency), fill_on=a.fill_on)  # type: ignore[arg-type]
+                      latency_ns=parse_duration(a.latency), fill_on=a.fill_on,  # type: ignore[arg-type]
+                      risk=risk)
     out: list[Any] = []
 
     def downstream(batches: list[Any]) -> None:
