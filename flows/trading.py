@@ -71,8 +71,6 @@ from sources.market_metadata import load_markets
 from sources.replay import Progress, ReplaySource
 from sources.replay_plan import ReplayPlan
 
-STRESS_DATA = Path(__file__).resolve().parent.parent / "data" / "stress"  # the shipped shock files
-
 
 @dataclass(frozen=True, slots=True)
 class Wiring:
@@ -232,14 +230,14 @@ def risk_settings(config: Config, w: Wiring) -> RiskSettings | None:
     if not r.enabled:
         return None
     from headrace.risk_commands import commands_path, scheduled
-    from headrace.stress_data import load_scenario_file
+    from headrace.stress_data import STRESS_DIR, load_scenario_file
 
     scenarios = []
     for i, sc in enumerate(r.scenarios):
         shocks: tuple[tuple[str, float], ...] = ()
         currency: tuple[tuple[str, float], ...] = ()
         if sc.kind == "historical":
-            path = next((p for p in (Path(sc.file), STRESS_DATA / sc.file) if p.is_file()), None)
+            path = next((p for p in (Path(sc.file), STRESS_DIR / sc.file) if p.is_file()), None)
             if path is None:
                 raise ConfigError(f"risk.scenarios[{i}].file", f"no shock file {sc.file!r} (looked in the working "
                                                                f"directory and the shipped data/stress)")

@@ -105,8 +105,7 @@ def stress_now(db: Queryable, run_id: str, config: Config) -> dict[str, Any] | N
     """Every scenario of `config` on the run's last positions, with betas and volatilities from the run's bars
     (the last ``risk.window_bars`` bar times) and spreads from the venues' configured half spreads; None when
     the run has no positions."""
-    from flows.trading import STRESS_DATA  # the shipped shock files
-    from headrace.stress_data import load_scenario_file
+    from headrace.stress_data import STRESS_DIR, load_scenario_file
     from operators.risk.stress import CashBalance, Scenario, StressPosition, stress_pnl
 
     p = {"run": run_id}
@@ -152,7 +151,7 @@ def stress_now(db: Queryable, run_id: str, config: Config) -> dict[str, Any] | N
         if sc.kind == "historical":
             from pathlib import Path
 
-            path = next((q for q in (Path(sc.file), STRESS_DATA / sc.file) if q.is_file()), None)
+            path = next((q for q in (Path(sc.file), STRESS_DIR / sc.file) if q.is_file()), None)
             if path is None:
                 from headrace.errors import ConfigError
 

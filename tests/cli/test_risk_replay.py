@@ -36,7 +36,8 @@ def may_2021(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
         pytest.skip(f"needs {UNIVERSE}")
     state = tmp_path_factory.mktemp("may") / "state"
     summary = replay_json("--data", str(UNIVERSE), "--venue", "huobi", "--quote", "USDT", "--timerange",
-                          "2021-04-01:2021-06-01", "--set", "strategy.rebalance_bars=24", "--run-id", "may",
+                          "2021-04-25:2021-06-01", "--set", "strategy.rebalance_bars=24", "--set", "risk.window_bars=250",
+                          "--run-id", "may",
                           state=state)
     return state, summary
 
