@@ -297,5 +297,9 @@ def build_live_flow(config: Config, instruments: Sequence[str], run_id: str, *, 
     src: FixedPartitionedSource[Any, Any] = source if source is not None else LiveBounds(LiveSource(
         instruments, clock=clock, exchange_factory=exchange_factory or live_exchange_factory(config),
         channels=CHANNELS), clock=clock)
+    from headrace.risk_commands import Inbox, commands_path
+
+    inbox = Inbox(commands_path(config), config.account.id) if config.risk.enabled else None  # operator commands
     return build_flow(None, config, run_id, dsn=dsn, source=src, sink=sink, executor=executor,  # type: ignore[arg-type]
-                      universe=instruments)  # any partitioned source of MarketSlice items takes the replay's place
+                      universe=instruments, risk_inbox=inbox)  # any partitioned source of MarketSlice items takes
+                                                                # the replay's place

@@ -243,15 +243,15 @@ class Account:
                 if k < 1.0:
                     targets = tuple(replace(t, weight=t.weight * k) for t in targets)
                 exposure = self._exposure()
-            for t in targets:
-                order = self._order_for(cs.ts_event, t.instrument, t.weight, equity)
-                if order is None:
-                    continue
+            orders = [o for t in targets if (o := self._order_for(cs.ts_event, t.instrument, t.weight, equity))]
+            if risk is not None:  # sells first: each order is checked against the book the earlier ones leave
+                orders.sort(key=lambda o: o.side != "sell")
+            for decided in orders:
+                order: Order | None = decided
                 if risk is not None and exposure is not None:
-                    order = self._pre_trade(risk, order, equity, exposure, out)
-                    if order is None:
-                        continue
-                self._send(order, bars, out, touched)
+                    order = self._pre_trade(risk, decided, equity, exposure, out)
+                if order is not None:
+                    self._send(order, bars, out, touched)
         if self.margin is not None:  # 5. margin
             out += self._margin(self.margin, cs, bars, touched)
         out.append(self._equity(cs.ts_event))  # 6. records
@@ -375,8 +375,9 @@ class Account:
         asset_before = sum(v for i, v in exposure.items() if split_instrument(i)[2] == base)
         gross_before = sum(abs(v) for v in exposure.values())
         net_before = sum(exposure.values())
-        q = self._quotes.get(k)
-        price = (q[1] if sign > 0 else q[0]) * rate if q is not None else px
+        q = self._quotes.get(k)  # the price the order would trade at: its limit, else the quote it takes
+        price = (order.limit_price * rate if order.limit_price is not None
+                 else (q[1] if sign > 0 else q[0]) * rate if q is not None else px)
 
         def make(amount: float) -> OrderCheck:
             d = sign * amount * px

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from headrace.events import (
     Alert,
@@ -192,9 +193,11 @@ class RiskEngine:
         self._rows = np.zeros((settings.window, len(self.keys)), dtype=np.float64)
         self._pos = 0
         self._samples = 0
-        self._prices: dict[str, float] = {}
-        self._spreads: dict[str, tuple[float, float]] = {}
-        self._volumes: dict[str, float] = {}
+        k = len(self.keys)
+        self._price = np.full(k, np.nan)  # each key's last price (NaN: none yet)
+        self._sp_mean = np.full(k, np.nan)  # EWMA mean and variance of the relative spread (NaN: never quoted)
+        self._sp_var = np.zeros(k)
+        self._volume = np.full(k, np.nan)  # EWMA of the bar volume, account currency (NaN: none yet)
         self._states = TradingStates()
         self._next_command = 0
         self._rate = OrderRate(settings.limits.window_ns)
@@ -204,6 +207,10 @@ class RiskEngine:
         self._acted: dict[str, int] = {}  # limit name -> time of its last breach or release row (not a snapshot's)
         self._last = Measures(0, NAN, NAN, NAN, NAN, NAN, NAN, NAN)
         self._half = dict(settings.half_spreads)
+        # the half spread of a key never quoted: its venue's configured one (an asset of the router: the widest)
+        widest = max(self._half.values(), default=0.0)
+        self._half_key = np.array([self._half.get(k.partition(":")[0], widest) if ":" in k else widest
+                                   for k in self.keys], dtype=np.float64)
         self._lam = 1.0 - 0.5 ** (1.0 / settings.spread_halflife)
         self._commands = tuple(sorted(settings.commands, key=lambda c: c.at))
         self._last_issued = 0
@@ -224,28 +231,42 @@ class RiskEngine:
         """Append one row of returns: `prices` (account currency) of the keys with a bar now; `spreads` their
         relative spreads (ask - bid) / mid where quoted; `volumes` their bar volumes in the account currency."""
         row = np.zeros(len(self.keys), dtype=np.float64)
-        for k, p in prices.items():
-            i = self._index.get(k)
-            if i is None or not p > 0 or not math.isfinite(p):
-                continue
-            prev = self._prices.get(k)
-            if prev is not None:
-                row[i] = p / prev - 1.0
-            self._prices[k] = p
+        if prices:
+            i, p = self._arrays(prices)
+            ok = (p > 0) & np.isfinite(p)
+            i, p = i[ok], p[ok]
+            prev = self._price[i]
+            seen = ~np.isnan(prev)
+            row[i[seen]] = p[seen] / prev[seen] - 1.0
+            self._price[i] = p
         self._rows[self._pos] = row
         self._pos = (self._pos + 1) % self.s.window
         self._samples = min(self._samples + 1, self.s.window)
         lam = self._lam
-        for k, x in (spreads or {}).items():
-            if not (x >= 0 and math.isfinite(x)):
-                continue
-            m, v = self._spreads.get(k, (x, 0.0))
+        if spreads:
+            i, x = self._arrays(spreads)
+            ok = (x >= 0) & np.isfinite(x)
+            i, x = i[ok], x[ok]
+            m = self._sp_mean[i]
+            m = np.where(np.isnan(m), x, m)
+            v = np.where(np.isnan(self._sp_mean[i]), 0.0, self._sp_var[i])
             d = x - m
-            self._spreads[k] = (m + lam * d, (1 - lam) * (v + lam * d * d))
-        for k, x in (volumes or {}).items():
-            if x >= 0 and math.isfinite(x):
-                prev_v = self._volumes.get(k)
-                self._volumes[k] = x if prev_v is None else prev_v + lam * (x - prev_v)
+            self._sp_mean[i] = m + lam * d
+            self._sp_var[i] = (1 - lam) * (v + lam * d * d)
+        if volumes:
+            i, x = self._arrays(volumes)
+            ok = (x >= 0) & np.isfinite(x)
+            i, x = i[ok], x[ok]
+            prev = self._volume[i]
+            self._volume[i] = np.where(np.isnan(prev), x, prev + lam * (x - prev))
+
+    def _arrays(self, values: Mapping[str, float]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+        """The known keys of `values` as column indices, and their values."""
+        n = len(values)
+        idx = np.fromiter((self._index.get(k, -1) for k in values), dtype=np.intp, count=n)
+        x = np.fromiter(values.values(), dtype=np.float64, count=n)
+        known = idx >= 0
+        return idx[known], x[known]
 
     def _pnl(self, weights: Mapping[str, float]) -> np.ndarray | None:
         idx = [(self._index[k], w) for k, w in weights.items() if w != 0 and k in self._index]
@@ -274,8 +295,9 @@ class RiskEngine:
         return float(col.std())
 
     def half_spread(self, key: str, venue: str) -> float:
-        m = self._spreads.get(key)
-        return m[0] / 2 if m is not None else self._half.get(venue, 0.0)
+        i = self._index.get(key)
+        m = self._sp_mean[i] if i is not None else math.nan
+        return float(m) / 2 if m == m else self._half.get(venue, 0.0)
 
     # -- commands and states --------------------------------------------------------------------
 
@@ -334,10 +356,10 @@ class RiskEngine:
 
     def _measure(self, weights: Mapping[str, float], book: Book) -> Measures:
         n = self._samples
-        held = [(k, w) for k, w in weights.items() if w != 0 and k in self._index]
+        held = [(self._index[k], w) for k, w in weights.items() if w != 0 and k in self._index]
         if not held:
             return Measures(n, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        cols = np.fromiter((self._index[k] for k, _ in held), dtype=np.intp, count=len(held))
+        cols = np.fromiter((i for i, _ in held), dtype=np.intp, count=len(held))
         ws = np.fromiter((w for _, w in held), dtype=np.float64, count=len(held))
         sub = (self._rows[:n] if n < self.s.window else self._rows)[:, cols]
         pnl = sub @ ws
@@ -345,18 +367,18 @@ class RiskEngine:
         var_h, es_h = historical_var_es(pnl, a)
         mo = _moments(pnl)
         var_c, es_c = cf_var_from(mo, a), cf_es_from(mo, a)
-        exo = endo = 0.0
-        venue_of = {h.key: h.venue for h in book.holdings}
-        vols = sub.std(axis=0) if self.s.impact_coefficient > 0 else np.zeros(len(held))
-        for (k, w), vol in zip(held, vols.tolist(), strict=True):
-            sp = self._spreads.get(k)
-            if sp is not None:
-                exo += abs(w) * 0.5 * (sp[0] + self.s.spread_k * math.sqrt(max(sp[1], 0.0)))
-            else:
-                exo += abs(w) * self._half.get(venue_of.get(k, ""), 0.0)
-            volume = self._volumes.get(k, 0.0)
-            if self.s.impact_coefficient > 0 and volume > 0 and book.equity > 0:
-                endo += self.s.impact_coefficient * vol * math.sqrt(abs(w) / (volume / book.equity)) * abs(w)
+        size = np.abs(ws)
+        mean, var = self._sp_mean[cols], self._sp_var[cols]
+        cost = np.where(np.isnan(mean), self._half_key[cols],
+                        0.5 * (np.nan_to_num(mean) + self.s.spread_k * np.sqrt(np.maximum(var, 0.0))))
+        exo = float(size @ cost)
+        endo = 0.0
+        volume = self._volume[cols]
+        traded = volume > 0  # NaN compares False: no volume seen, no impact term
+        if self.s.impact_coefficient > 0 and book.equity > 0 and traded.any():
+            vols = sub[:, traded].std(axis=0)
+            q = size[traded]
+            endo = float(self.s.impact_coefficient * np.sum(vols * np.sqrt(q / (volume[traded] / book.equity)) * q))
         return Measures(n, var_h, es_h, var_c, es_c, var_h + exo + endo, exo, endo)
 
     def _limit_row(self, ts: int, name: str, value: float, limit: float, breached: bool, action: str) -> RiskLimit:
@@ -449,8 +471,8 @@ class RiskEngine:
 
     def betas(self, keys: Sequence[str]) -> dict[str, float]:
         """Each key's beta to the market factor: the equal-weighted return of the keys priced so far."""
-        seen = [self._index[k] for k in self.keys if k in self._prices]
-        if self._samples < 2 or not seen:
+        seen = np.flatnonzero(~np.isnan(self._price))
+        if self._samples < 2 or not seen.size:
             return {k: 1.0 for k in keys}
         rows = self._rows[:self._samples] if self._samples < self.s.window else self._rows
         mkt = rows[:, seen].mean(axis=1)
@@ -495,7 +517,7 @@ class RiskEngine:
                 if s.stress_action == "reduce":
                     out += self.want(ts, "limit:stress", "REDUCING", f"{w.scenario} loses {loss:.4g} > "
                                                                      f"{s.stress_limit:.4g}")
-            elif loss <= s.stress_limit and "stress" in self._breached:
+            elif loss <= s.stress_limit * s.es_resume and "stress" in self._breached:  # the same resume band
                 self._breached.discard("stress")
                 out.append(self._limit_row(ts, "stress", loss, s.stress_limit, False, "back within the limit"))
                 if s.stress_action == "reduce":
@@ -529,9 +551,13 @@ class RiskEngine:
         m = self._last
         return RiskSnap(
             version=SNAP_VERSION, keys=self.keys, rows=np.ascontiguousarray(self._rows[:self._samples]).tobytes(),
-            samples=self._samples, pos=self._pos, prices=tuple(sorted(self._prices.items())),
-            spreads=tuple((k, a, b) for k, (a, b) in sorted(self._spreads.items())),
-            volumes=tuple(sorted(self._volumes.items())), wanted=self._states.snapshot(),
+            samples=self._samples, pos=self._pos,
+            prices=tuple((k, float(self._price[i])) for i, k in enumerate(self.keys)
+                         if self._price[i] == self._price[i]),
+            spreads=tuple((k, float(self._sp_mean[i]), float(self._sp_var[i])) for i, k in enumerate(self.keys)
+                    if self._sp_mean[i] == self._sp_mean[i]),
+            volumes=tuple((k, float(self._volume[i])) for i, k in enumerate(self.keys)
+                    if self._volume[i] == self._volume[i]), wanted=self._states.snapshot(),
             next_command=self._next_command, last_issued=self._last_issued,
             order_times=self._rate.snapshot(), bars=self._bars,
             breached=tuple(sorted(self._breached)), worst_stress=self._worst,
@@ -549,9 +575,13 @@ class RiskEngine:
         core._rows[:snap.samples] = rows
         core._samples = snap.samples
         core._pos = snap.pos
-        core._prices = dict(snap.prices)
-        core._spreads = {k: (a, b) for k, a, b in snap.spreads}
-        core._volumes = dict(snap.volumes)
+        ix = core._index
+        for k, p in snap.prices:
+            core._price[ix[k]] = p
+        for k, a, b in snap.spreads:
+            core._sp_mean[ix[k]], core._sp_var[ix[k]] = a, b
+        for k, v in snap.volumes:
+            core._volume[ix[k]] = v
         core._states = TradingStates(tuple((k, v) for k, v in snap.wanted))  # type: ignore[misc]
         core._next_command = snap.next_command
         core._last_issued = snap.last_issued

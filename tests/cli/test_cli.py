@@ -212,7 +212,7 @@ def test_a_config_file_with_an_unknown_key_names_it(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[risk]\nmax_leverage = 2\n")
     res = headrace("replay", "--data", str(DEMO), "--config", str(cfg), state=tmp_path, check=False)
-    assert res.returncode == 2 and "config key 'risk'" in res.stderr and "unknown key" in res.stderr
+    assert res.returncode == 2 and "config key 'risk.max_leverage'" in res.stderr and "unknown key" in res.stderr
 
 
 def test_a_password_in_the_dsn_never_reaches_the_output(tmp_path: Path) -> None:

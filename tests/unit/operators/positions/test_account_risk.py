@@ -210,3 +210,14 @@ def test_a_historical_asset_shock_hits_the_position_in_that_asset() -> None:
     [row] = of(StressResultRow, outs)
     value = acct.snapshot().holdings[0][1].amount * 100.0
     assert row.scenario == "a_crash" and row.pnl == pytest.approx(-0.5 * value, rel=1e-12)
+
+
+def test_sells_are_checked_before_buys_so_a_rotation_fits_the_gross_limit() -> None:
+    # fully in B (instrument order puts A first): rotating into A needs B's sale first to stay within gross 1.0
+    acct = account(limits=PreTradeLimits(max_gross=1.0))
+    acct.update(section(0, {B: 0.95}))
+    acct.update(section(1))  # B fills at this bar's open
+    outs = acct.update(section(2, {A: 0.95, B: 0.0}))
+    orders = of(Order, outs)
+    assert [(o.instrument, o.side) for o in orders] == [(B, "sell"), (A, "buy")]  # the sale decided first
+    assert of(RiskDenial, outs) == []  # checked against the book the sale leaves, the buy fits
