@@ -44,12 +44,11 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
 from _report import emit, log
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bench_replay import DropSink
 
 from flows.runner import run
 from flows.trading import build_flow, risk_settings, wiring
@@ -198,18 +197,6 @@ def bench_cores(repeats: int, bars: int, rebalances: int, out: dict[str, float |
 
 # ---------------------------------------------------------------------------------------------------
 # the replay
-
-
-class _Drop(StatelessSinkPartition[Any]):
-    def write_batch(self, items: list[Any]) -> None:
-        pass
-
-
-class DropSink(DynamicSink[Any]):
-    """Accept every row and keep nothing."""
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Drop:
-        return _Drop()
 
 
 def replay(overrides: list[str], timerange: str) -> tuple[int, float]:

@@ -45,7 +45,7 @@ from headrace.events import (
 from operators.base import check_version
 from operators.execution.sim_venue import Quote, SimulatedVenue
 from operators.positions.fx import FxTable
-from operators.risk.engine import Book, RiskEngine, RiskOut, RiskSnap
+from operators.risk.engine import Book, RiskEngine, RiskOut, RiskSnap, relative_spread
 from operators.risk.engine import Holding as RiskHolding
 from operators.risk.margin_watch import (
     REDUCE_REASON,
@@ -325,8 +325,8 @@ class Account:
                 continue
             prices[b.instrument] = b.close * rate
             volumes[b.instrument] = b.volume * b.close * rate
-            if b.bid is not None and b.ask is not None and 0 < b.bid <= b.ask:
-                spreads[b.instrument] = (b.ask - b.bid) / ((b.ask + b.bid) / 2)
+            if (spread := relative_spread(b.bid, b.ask)) is not None:
+                spreads[b.instrument] = spread
         risk.observe(prices, spreads, volumes)
         before = risk.state
         out: list[AccountOut] = list(risk.commands(cs.ts_event))

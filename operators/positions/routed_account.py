@@ -68,7 +68,7 @@ from operators.positions.account import (
     check_fill_rule,
 )
 from operators.positions.fx import FxTable
-from operators.risk.engine import Book, RiskEngine, RiskOut, RiskSnap
+from operators.risk.engine import Book, RiskEngine, RiskOut, RiskSnap, relative_spread
 from operators.risk.engine import Holding as RiskHolding
 from operators.risk.pretrade import OrderCheck
 from operators.router.listings import Listing
@@ -268,8 +268,8 @@ class RoutedAccount:
                 continue
             prices[li.base] = mark
             volumes[li.base] = volumes.get(li.base, 0.0) + b.volume * mark
-            if b.bid is not None and b.ask is not None and 0 < b.bid <= b.ask:
-                spreads[li.base] = (b.ask - b.bid) / ((b.ask + b.bid) / 2)
+            if (spread := relative_spread(b.bid, b.ask)) is not None:
+                spreads[li.base] = spread
         risk.observe(prices, spreads, volumes)
         before = risk.state
         out: list[RoutedOut] = list(risk.commands(cs.ts_event))

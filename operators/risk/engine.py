@@ -57,6 +57,17 @@ RiskOut = RiskRecord | Alert
 NAN = math.nan
 
 
+def relative_spread(bid: float | None, ask: float | None) -> float | None:
+    """(ask - bid) / mid of a quote, None when there is no sound quote (the spread `RiskEngine.observe` takes).
+
+    >>> relative_spread(99.0, 101.0), relative_spread(None, 101.0), relative_spread(101.0, 99.0)
+    (0.02, None, None)
+    """
+    if bid is None or ask is None or not 0 < bid <= ask:
+        return None
+    return (ask - bid) / ((ask + bid) / 2)
+
+
 def _moments(pnl: np.ndarray) -> Moments:
     """Population mean, std, skewness and excess kurtosis of a finite series (as `measures.moments`, unchecked)."""
     mu = float(pnl.mean())
