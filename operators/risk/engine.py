@@ -70,13 +70,14 @@ def relative_spread(bid: float | None, ask: float | None) -> float | None:
 
 def _moments(pnl: np.ndarray) -> Moments:
     """Population mean, std, skewness and excess kurtosis of a finite series (as `measures.moments`, unchecked)."""
-    mu = float(pnl.mean())
+    n = pnl.size
+    mu = float(pnl.sum()) / n
     d = pnl - mu
     d2 = d * d
-    m2 = float(d2.mean())
+    m2 = float(d2.sum()) / n
     if m2 * m2 <= 0.0:  # constant, or so nearly that m2^2 underflows (measures._from_central)
         return Moments(mu, math.sqrt(max(m2, 0.0)), 0.0, 0.0)
-    return Moments(mu, math.sqrt(m2), float((d2 * d).mean()) / m2**1.5, float((d2 * d2).mean()) / (m2 * m2) - 3.0)
+    return Moments(mu, math.sqrt(m2), float(d2 @ d) / n / m2**1.5, float(d2 @ d2) / n / (m2 * m2) - 3.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +223,7 @@ class RiskEngine:
         widest = max(self._half.values(), default=0.0)
         self._half_key = np.array([self._half.get(k.partition(":")[0], widest) if ":" in k else widest
                                    for k in self.keys], dtype=np.float64)
+        self._cost = self._half_key.copy()  # each key's spread cost per unit of |weight| (LVaR's exogenous term)
         self._lam = 1.0 - 0.5 ** (1.0 / settings.spread_halflife)
         self._commands = tuple(sorted(settings.commands, key=lambda c: c.at))
         self._last_issued = 0
@@ -264,6 +266,7 @@ class RiskEngine:
             d = x - m
             self._sp_mean[i] = m + lam * d
             self._sp_var[i] = (1 - lam) * (v + lam * d * d)
+            self._cost[i] = 0.5 * (self._sp_mean[i] + self.s.spread_k * np.sqrt(np.maximum(self._sp_var[i], 0.0)))
         if volumes:
             i, x = self._arrays(volumes)
             ok = (x >= 0) & np.isfinite(x)
@@ -372,22 +375,21 @@ class RiskEngine:
             return Measures(n, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         cols = np.fromiter((i for i, _ in held), dtype=np.intp, count=len(held))
         ws = np.fromiter((w for _, w in held), dtype=np.float64, count=len(held))
-        sub = (self._rows[:n] if n < self.s.window else self._rows)[:, cols]
-        pnl = sub @ ws
+        rows = self._rows[:n] if n < self.s.window else self._rows
+        dense = np.zeros(len(self.keys))
+        dense[cols] = ws
+        pnl = rows @ dense  # the held columns only would copy the window: the zeros cost less
         a = self.s.alpha
         var_h, es_h = historical_var_es(pnl, a)
         mo = _moments(pnl)
         var_c, es_c = cf_var_from(mo, a), cf_es_from(mo, a)
         size = np.abs(ws)
-        mean, var = self._sp_mean[cols], self._sp_var[cols]
-        cost = np.where(np.isnan(mean), self._half_key[cols],
-                        0.5 * (np.nan_to_num(mean) + self.s.spread_k * np.sqrt(np.maximum(var, 0.0))))
-        exo = float(size @ cost)
+        exo = float(size @ self._cost[cols])
         endo = 0.0
         volume = self._volume[cols]
         traded = volume > 0  # NaN compares False: no volume seen, no impact term
         if self.s.impact_coefficient > 0 and book.equity > 0 and traded.any():
-            vols = sub[:, traded].std(axis=0)
+            vols = rows[:, cols[traded]].std(axis=0)
             q = size[traded]
             endo = float(self.s.impact_coefficient * np.sum(vols * np.sqrt(q / (volume[traded] / book.equity)) * q))
         return Measures(n, var_h, es_h, var_c, es_c, var_h + exo + endo, exo, endo)
@@ -591,6 +593,7 @@ class RiskEngine:
             core._price[ix[k]] = p
         for k, a, b in snap.spreads:
             core._sp_mean[ix[k]], core._sp_var[ix[k]] = a, b
+            core._cost[ix[k]] = 0.5 * (a + settings.spread_k * math.sqrt(max(b, 0.0)))
         for k, v in snap.volumes:
             core._volume[ix[k]] = v
         core._states = TradingStates(tuple((k, v) for k, v in snap.wanted))  # type: ignore[misc]
