@@ -177,6 +177,7 @@ class RiskSnap:
     rows: bytes  # the ring buffer's filled rows as they lie (float64 C order, samples x keys)
     samples: int
     pos: int  # the ring buffer's next row
+    sums: tuple[bytes, bytes, int]  # the running column sums of returns and squares, updates since the last re-sum
     prices: tuple[tuple[str, float], ...]
     spreads: tuple[tuple[str, float, float], ...]  # key, EWMA mean, EWMA variance of the relative spread
     volumes: tuple[tuple[str, float], ...]
@@ -203,6 +204,9 @@ class RiskEngine:
         self._index = {k: i for i, k in enumerate(self.keys)}
         self.inbox = inbox
         self._rows = np.zeros((settings.window, len(self.keys)), dtype=np.float64)
+        self._sum1 = np.zeros(len(self.keys))  # running sums of each column's returns and squares (volatilities)
+        self._sum2 = np.zeros(len(self.keys))
+        self._since_resum = 0
         self._pos = 0
         self._samples = 0
         k = len(self.keys)
@@ -252,9 +256,20 @@ class RiskEngine:
             seen = ~np.isnan(prev)
             row[i[seen]] = p[seen] / prev[seen] - 1.0
             self._price[i] = p
+        if self._samples == self.s.window:  # the row that leaves the window leaves the running sums
+            old = self._rows[self._pos]
+            self._sum1 -= old
+            self._sum2 -= old * old
         self._rows[self._pos] = row
+        self._sum1 += row
+        self._sum2 += row * row
         self._pos = (self._pos + 1) % self.s.window
         self._samples = min(self._samples + 1, self.s.window)
+        self._since_resum += 1
+        if self._since_resum >= self.s.window:  # exactly again from the window, so rounding never drifts
+            filled = self._rows[:self._samples]
+            self._sum1, self._sum2 = filled.sum(axis=0), (filled * filled).sum(axis=0)
+            self._since_resum = 0
         lam = self._lam
         if spreads:
             i, x = self._arrays(spreads)
@@ -302,11 +317,16 @@ class RiskEngine:
         return h, c, chosen
 
     def vol(self, key: str) -> float:
+        """The key's return volatility over the window (population, from the running sums)."""
         i = self._index.get(key)
         if i is None or self._samples < 2:
             return 0.0
-        col = (self._rows[:self._samples] if self._samples < self.s.window else self._rows)[:, i]
-        return float(col.std())
+        return float(self._vols(np.array([i], dtype=np.intp))[0])
+
+    def _vols(self, cols: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
+        n = self._samples
+        mean = self._sum1[cols] / n
+        return np.sqrt(np.maximum(self._sum2[cols] / n - mean * mean, 0.0))
 
     def half_spread(self, key: str, venue: str) -> float:
         i = self._index.get(key)
@@ -389,7 +409,7 @@ class RiskEngine:
         volume = self._volume[cols]
         traded = volume > 0  # NaN compares False: no volume seen, no impact term
         if self.s.impact_coefficient > 0 and book.equity > 0 and traded.any():
-            vols = rows[:, cols[traded]].std(axis=0)
+            vols = self._vols(cols[traded])
             q = size[traded]
             endo = float(self.s.impact_coefficient * np.sum(vols * np.sqrt(q / (volume[traded] / book.equity)) * q))
         return Measures(n, var_h, es_h, var_c, es_c, var_h + exo + endo, exo, endo)
@@ -564,7 +584,7 @@ class RiskEngine:
         m = self._last
         return RiskSnap(
             version=SNAP_VERSION, keys=self.keys, rows=np.ascontiguousarray(self._rows[:self._samples]).tobytes(),
-            samples=self._samples, pos=self._pos,
+            samples=self._samples, pos=self._pos, sums=(self._sum1.tobytes(), self._sum2.tobytes(), self._since_resum),
             prices=tuple((k, float(self._price[i])) for i, k in enumerate(self.keys)
                          if self._price[i] == self._price[i]),
             spreads=tuple((k, float(self._sp_mean[i]), float(self._sp_var[i])) for i, k in enumerate(self.keys)
@@ -588,6 +608,9 @@ class RiskEngine:
         core._rows[:snap.samples] = rows
         core._samples = snap.samples
         core._pos = snap.pos
+        core._sum1 = np.frombuffer(snap.sums[0], dtype=np.float64).copy()
+        core._sum2 = np.frombuffer(snap.sums[1], dtype=np.float64).copy()
+        core._since_resum = snap.sums[2]
         ix = core._index
         for k, p in snap.prices:
             core._price[ix[k]] = p
