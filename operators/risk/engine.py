@@ -510,13 +510,13 @@ class RiskEngine:
         rows = self._rows[:self._samples] if self._samples < self.s.window else self._rows
         mkt = rows[:, seen].mean(axis=1)
         var = float(mkt.var())
-        out: dict[str, float] = {}
-        for k in keys:
-            i = self._index.get(k)
-            if i is None or var <= 0:
-                out[k] = 1.0
-                continue
-            out[k] = float(np.mean((rows[:, i] - rows[:, i].mean()) * (mkt - mkt.mean())) / var)
+        known = [(k, self._index[k]) for k in keys if k in self._index]
+        out = {k: 1.0 for k in keys}
+        if var > 0 and known:
+            cols = np.fromiter((i for _, i in known), dtype=np.intp, count=len(known))
+            sub = rows[:, cols]
+            cov = (sub - sub.mean(axis=0)).T @ (mkt - mkt.mean()) / len(mkt)
+            out.update({k: float(c) / var for (k, _), c in zip(known, cov.tolist(), strict=True)})
         return out
 
     def stress(self, ts: int, book: Book, currency: str) -> tuple[list[StressResult], list[RiskOut]]:
