@@ -108,3 +108,14 @@ def test_margin_snapshots_match_the_hand_computation_and_the_warn_alert_is_recor
     assert m is not None and rate != 0
     assert after["cash"] - before["cash"] == pytest.approx(-after["amount"] * m * rate, rel=1e-9)
     assert not math.isclose(after["cash"], before["cash"])
+
+
+def test_the_risk_report_lists_the_venues_margin(run) -> None:
+    _, state = run
+    rep = json.loads(headrace("risk", "--run-id", "margin", "--json", state=state).stdout)
+    [last] = query("SELECT venue, margin_ratio, min_distance FROM margin_snapshots FINAL WHERE run_id = 'margin' "
+                   "ORDER BY ts_event DESC LIMIT 1", state)
+    [venue] = rep["margin"]
+    assert (venue["venue"], venue["margin_ratio"], venue["min_distance"]) == (last["venue"], last["margin_ratio"],
+                                                                             last["min_distance"])
+    assert venue["max_margin_ratio"] >= venue["margin_ratio"] > 0.1  # above the warn level of this run
