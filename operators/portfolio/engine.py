@@ -18,6 +18,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -38,11 +39,14 @@ from operators.covariance.streaming import (
     shrink,
 )
 from operators.portfolio.correlation import correlation_scale
-from operators.portfolio.optimisers import MeanVariance, RiskBudget, Solution, tier_risk_parity
 from operators.portfolio.regime import RegimeDetector, RegimeSnap
 from operators.portfolio.risk_model import F64, RiskModel
+from operators.portfolio.solution import Solution
 
 SOLVER_TOLERANCE = 1e-6
+if TYPE_CHECKING:  # the optimisers import cvxpy: only a method that solves loads them
+    from operators.portfolio.optimisers import MeanVariance, RiskBudget
+
 METHODS = ("vol_target", "mean_variance", "tier_risk_parity", "regime_tiers")
 OTHER_TIER = "other"
 
@@ -321,6 +325,8 @@ class PortfolioEngine:
         k = model.n if s.risk_model == "sample" else 1 + s.n_statistical
         if self._mv is None or self._mv_assets != model.assets or self._mv_k != (k, len(names)):
             lo = 0.0 if s.long_only else -s.max_weight
+            from operators.portfolio.optimisers import MeanVariance
+
             self._mv = MeanVariance(model.n, k, len(names), gross=s.gross, net=s.net, bounds=(lo, s.max_weight))
             if self._mv_assets == model.assets:  # restored from a snapshot taken with this universe
                 self._mv.set_warm_state(self._warm)
@@ -356,7 +362,11 @@ class PortfolioEngine:
         budgets = s.budgets(regime, tiers)
         solver = self._rb.get(model.n)
         if solver is None:
+            from operators.portfolio.optimisers import RiskBudget
+
             solver = self._rb[model.n] = RiskBudget(model.n, model.loadings.shape[1])
+        from operators.portfolio.optimisers import tier_risk_parity
+
         sol, _ = tier_risk_parity(model, tiers, budgets, inside=s.inside_tier, solver=solver)
         if sol.fallback == "previous" or sol.weights.shape != (model.n,):
             return sol

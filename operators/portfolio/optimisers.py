@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import clarabel
@@ -47,6 +46,7 @@ import scipy.sparse as sp
 
 from headrace.errors import InvariantError
 from operators.portfolio.risk_model import RiskModel
+from operators.portfolio.solution import Solution
 
 F64 = npt.NDArray[np.float64]
 _atoms: Any = cp  # cvxpy's atom functions carry no type information
@@ -65,24 +65,6 @@ _CLARABEL_STATUS = {"Solved": "optimal", "AlmostSolved": "optimal_inaccurate", "
 # OSQP 1.x status_val -> cvxpy status name
 _OSQP_STATUS = {1: "optimal", 2: "optimal_inaccurate", 3: "infeasible", 4: "infeasible_inaccurate", 5: "unbounded",
                 6: "unbounded_inaccurate", 7: "user_limit", 8: "user_limit", 10: "solver_error", 11: "solver_error"}
-
-
-@dataclass(frozen=True, slots=True)
-class Solution:
-    """Weights from one solve, and how they were obtained.
-
-    `status` is the solver status of the solve that produced `weights` (``"optimal"``, ``"optimal_inaccurate"``),
-    or, when ``fallback == "previous"``, of the last failed try (``"infeasible"``, ``"unbounded"``,
-    ``"solver_error"``, ``"nan_input"``, ...). `solver` is the solver that produced the weights (``""`` when none
-    did); `fallback` is ``"none"``, ``"second_solver"`` or ``"previous"``; `message` says why a fallback was taken.
-    """
-
-    weights: F64
-    status: str
-    solver: str
-    fallback: str
-    objective: float | None
-    message: str
 
 
 class _Compiled:
