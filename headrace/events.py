@@ -957,7 +957,8 @@ class TradingStateChange:
 
     @property
     def event_id(self) -> str:
-        return stable_id("trading_state", self.account, self.ts_event, self.state, self.source)
+        return stable_id("trading_state", self.account, self.ts_event, self.previous, self.state, self.source,
+                         self.reason)  # several operator commands may land at one time
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -68,3 +68,13 @@ def test_paper_and_live_apply_a_command_at_once_and_only_once(tmp_path: Path) ->
     # commands with a time are the replay's: the inbox leaves them to the schedule
     append(path, "halt", "scheduled", account="main", at="2030-01-01T00:00:00Z", now_ns=300 * S)
     assert restored.commands(6 * S) == [] and restored.state == "ACTIVE"
+
+
+def test_commands_landing_at_one_time_are_each_a_row_of_their_own() -> None:
+    cmds = (Command(at=10, action="reduce", reason="desk"), Command(at=10, action="resume", reason="ok"),
+            Command(at=10, action="reduce", reason="desk again"))
+    engine = RiskEngine(RiskSettings(account="main", commands=cmds), ["x:A/USD"])
+    changes = [c for c in engine.commands(10) if type(c).__name__ == "TradingStateChange"]
+    assert [(c.previous, c.state) for c in changes] == [("ACTIVE", "REDUCING"), ("REDUCING", "ACTIVE"),  # type: ignore[union-attr]
+                                                        ("ACTIVE", "REDUCING")]
+    assert len({c.event_id for c in changes}) == 3  # the table keeps one row per id: none is lost
