@@ -183,7 +183,6 @@ class Account:
         self._traded_account = 0.0
         self._last_ts = -1
         self.risk = risk
-        self.margin_settings = margin
         self.margin = MarginWatch(account_id, margin) if margin is not None else None
 
     # -- the step -------------------------------------------------------------------------------
@@ -327,10 +326,9 @@ class Account:
             volumes[b.instrument] = b.volume * b.close * rate
             if (spread := relative_spread(b.bid, b.ask)) is not None:
                 spreads[b.instrument] = spread
-        risk.observe(prices, spreads, volumes)
-        before = risk.state
-        out: list[AccountOut] = list(risk.commands(cs.ts_event))
-        if risk.state == "HALTED" and before != "HALTED":  # a halt cancels every working order
+        records, halted = risk.begin(cs.ts_event, prices, spreads, volumes)
+        out: list[AccountOut] = list(records)
+        if halted:  # a halt cancels every working order
             gone, self._working = self._working, []
             out += [OrderStatus(order_id=w.order.order_id, account=self.account_id, instrument=w.order.instrument,
                                 ts_event=cs.ts_event, status="cancelled", reason=CANCELLED_HALT) for w in gone]
@@ -355,11 +353,14 @@ class Account:
             rate = self.fx.rate(split_instrument(k)[3], self._marks, self._mark_ts)
             if mark is None or rate is None:
                 continue
-            amount = self._holdings.get(k, Holding()).amount + sum(
-                (w.order.amount if w.order.side == "buy" else -w.order.amount)
-                for w in self._working if w.order.instrument == k)
-            out[k] = amount * mark * rate
+            out[k] = self._pending(k) * mark * rate
         return out
+
+    def _pending(self, instrument: str) -> float:
+        """The instrument's position once its working orders fill (base units, signed)."""
+        return self._holdings.get(instrument, Holding()).amount + sum(
+            (w.order.amount if w.order.side == "buy" else -w.order.amount)
+            for w in self._working if w.order.instrument == instrument)
 
     def _pre_trade(self, risk: RiskEngine, order: Order, equity: float, exposure: dict[str, float],
                    out: list[AccountOut]) -> Order | None:
@@ -427,9 +428,7 @@ class Account:
         rate = self.fx.rate(split_instrument(instrument)[3], self._marks, self._mark_ts)
         if mark is None or rate is None or not equity > 0:
             return None
-        current = self._holdings.get(instrument, Holding()).amount
-        current += sum((w.order.amount if w.order.side == "buy" else -w.order.amount)
-                       for w in self._working if w.order.instrument == instrument)
+        current = self._pending(instrument)
         delta = weight * equity / (mark * rate) - current
         if abs(delta) * mark * rate < self.min_trade_weight * equity or delta == 0:
             return None

@@ -270,10 +270,9 @@ class RoutedAccount:
             volumes[li.base] = volumes.get(li.base, 0.0) + b.volume * mark
             if (spread := relative_spread(b.bid, b.ask)) is not None:
                 spreads[li.base] = spread
-        risk.observe(prices, spreads, volumes)
-        before = risk.state
-        out: list[RoutedOut] = list(risk.commands(cs.ts_event))
-        if risk.state == "HALTED" and before != "HALTED":  # a halt cancels every working child
+        records, halted = risk.begin(cs.ts_event, prices, spreads, volumes)
+        out: list[RoutedOut] = list(records)
+        if halted:  # a halt cancels every working child
             gone, self._working = self._working, []
             out += [self._status(w.order.order_id, w.order.instrument, cs.ts_event, "cancelled", "trading halted")
                     for w in gone]
@@ -361,8 +360,7 @@ class RoutedAccount:
                 targets = tuple(replace(t, weight=t.weight * k) for t in targets)
             for asset in self.listings:
                 m = self._asset_mark(asset)
-                held = sum(h.amount for (_, a), h in self._holdings.items() if a == asset)
-                held += sum(self._signed(w.order) for w in self._working if self._of[w.order.instrument].base == asset)
+                held = self._pending(asset)
                 if m is not None and held != 0:
                     exposure[asset] = held * m
         for t in sorted(targets, key=lambda x: x.instrument):
@@ -370,8 +368,7 @@ class RoutedAccount:
             mark = self._asset_mark(asset)
             if asset not in self.listings or mark is None or not equity > 0:
                 continue
-            current = sum(h.amount for (_, a), h in self._holdings.items() if a == asset)
-            current += sum(self._signed(w.order) for w in self._working if self._of[w.order.instrument].base == asset)
+            current = self._pending(asset)
             delta = t.weight * equity / mark - current
             if delta == 0 or abs(delta) * mark < self.min_trade_weight * equity:
                 continue
@@ -571,6 +568,11 @@ class RoutedAccount:
         self._traded_account += fill.notional * rate
 
     # -- valuation ------------------------------------------------------------------------------
+
+    def _pending(self, asset: str) -> float:
+        """The asset's position over every venue once the working children fill (base units, signed)."""
+        return (sum(h.amount for (_, a), h in self._holdings.items() if a == asset)
+                + sum(self._signed(w.order) for w in self._working if self._of[w.order.instrument].base == asset))
 
     @staticmethod
     def _signed(o: Order) -> float:

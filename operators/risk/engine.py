@@ -297,14 +297,26 @@ class RiskEngine:
         known = idx >= 0
         return idx[known], x[known]
 
-    def _pnl(self, weights: Mapping[str, float]) -> np.ndarray | None:
-        idx = [(self._index[k], w) for k, w in weights.items() if w != 0 and k in self._index]
-        if not idx:
+    def _held(self, weights: Mapping[str, float]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]] | None:
+        """The window's columns of the non-zero `weights` and those weights (None: nothing held)."""
+        held = [(self._index[k], w) for k, w in weights.items() if w != 0 and k in self._index]
+        if not held:
             return None
-        cols = np.fromiter((i for i, _ in idx), dtype=np.intp, count=len(idx))
-        ws = np.fromiter((w for _, w in idx), dtype=np.float64, count=len(idx))
-        rows = self._rows[:self._samples] if self._samples < self.s.window else self._rows
-        return rows[:, cols] @ ws  # row order does not matter to any measure
+        cols = np.fromiter((i for i, _ in held), dtype=np.intp, count=len(held))
+        return cols, np.fromiter((w for _, w in held), dtype=np.float64, count=len(held))
+
+    def _window(self) -> npt.NDArray[np.float64]:
+        return self._rows[:self._samples] if self._samples < self.s.window else self._rows
+
+    def _pnl_of(self, cols: npt.NDArray[np.intp], ws: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """The held weights' P&L in every row of the window (row order does not matter to any measure)."""
+        dense = np.zeros(len(self.keys))
+        dense[cols] = ws
+        return self._window() @ dense  # the held columns only would copy the window: the zeros cost less
+
+    def _pnl(self, weights: Mapping[str, float]) -> npt.NDArray[np.float64] | None:
+        held = self._held(weights)
+        return None if held is None else self._pnl_of(*held)
 
     def _es_of(self, weights: Mapping[str, float]) -> tuple[float, float, float]:
         """ES of `weights`: historical, Cornish-Fisher and the one the limit compares."""
@@ -334,6 +346,15 @@ class RiskEngine:
         return float(m) / 2 if m == m else self._half.get(venue, 0.0)
 
     # -- commands and states --------------------------------------------------------------------
+
+    def begin(self, ts: int, prices: Mapping[str, float], spreads: Mapping[str, float],
+              volumes: Mapping[str, float]) -> tuple[list[RiskOut], bool]:
+        """Steps 1 and 2 of a cross-section (`observe`, then `commands`): the records, and whether trading has just
+        halted (the account then cancels its working orders)."""
+        self.observe(prices, spreads, volumes)
+        before = self.state
+        out = self.commands(ts)
+        return out, self.state == "HALTED" and before != "HALTED"
 
     def commands(self, ts: int) -> list[RiskOut]:
         """Apply the operator commands due at `ts`; return the state changes they caused."""
@@ -390,15 +411,11 @@ class RiskEngine:
 
     def _measure(self, weights: Mapping[str, float], book: Book) -> Measures:
         n = self._samples
-        held = [(self._index[k], w) for k, w in weights.items() if w != 0 and k in self._index]
-        if not held:
+        held = self._held(weights)
+        if held is None:
             return Measures(n, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        cols = np.fromiter((i for i, _ in held), dtype=np.intp, count=len(held))
-        ws = np.fromiter((w for _, w in held), dtype=np.float64, count=len(held))
-        rows = self._rows[:n] if n < self.s.window else self._rows
-        dense = np.zeros(len(self.keys))
-        dense[cols] = ws
-        pnl = rows @ dense  # the held columns only would copy the window: the zeros cost less
+        cols, ws = held
+        pnl = self._pnl_of(cols, ws)
         a = self.s.alpha
         var_h, es_h = historical_var_es(pnl, a)
         mo = _moments(pnl)
@@ -507,7 +524,7 @@ class RiskEngine:
         seen = np.flatnonzero(~np.isnan(self._price))
         if self._samples < 2 or not seen.size:
             return {k: 1.0 for k in keys}
-        rows = self._rows[:self._samples] if self._samples < self.s.window else self._rows
+        rows = self._window()
         mkt = rows[:, seen].mean(axis=1)
         var = float(mkt.var())
         known = [(k, self._index[k]) for k in keys if k in self._index]
