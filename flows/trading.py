@@ -61,7 +61,6 @@ from operators.risk.engine import Command, RiskEngine, RiskSettings
 from operators.risk.margin import Tier
 from operators.risk.margin_watch import MarginSettings, is_derivative
 from operators.risk.pretrade import PreTradeLimits
-from operators.risk.stress import Scenario
 from operators.router.arbitrage import ArbitrageCore
 from operators.router.listings import Listing, listings_by_asset
 from operators.signals.momentum import CrossSectionalMomentum, SignalModel, TimeSeriesMomentum
@@ -230,20 +229,8 @@ def risk_settings(config: Config, w: Wiring) -> RiskSettings | None:
     if not r.enabled:
         return None
     from headrace.risk_commands import commands_path, scheduled
-    from headrace.stress_data import STRESS_DIR, load_scenario_file
+    from headrace.stress_data import configured_scenarios
 
-    scenarios = []
-    for i, sc in enumerate(r.scenarios):
-        shocks: tuple[tuple[str, float], ...] = ()
-        currency: tuple[tuple[str, float], ...] = ()
-        if sc.kind == "historical":
-            path = next((p for p in (Path(sc.file), STRESS_DIR / sc.file) if p.is_file()), None)
-            if path is None:
-                raise ConfigError(f"risk.scenarios[{i}].file", f"no shock file {sc.file!r} (looked in the working "
-                                                               f"directory and the shipped data/stress)")
-            shocks, currency = load_scenario_file(path)
-        scenarios.append(Scenario(name=sc.name, kind=sc.kind, shocks=shocks, currency_shocks=currency, size=sc.size,
-                                  horizon_bars=sc.horizon_bars, venue=sc.venue))
     limits = PreTradeLimits(max_order_notional=r.max_order_notional, max_order_fraction=r.max_order_fraction,
                             max_position_fraction=r.max_position_fraction, max_asset_fraction=r.max_asset_fraction,
                             max_gross=r.max_gross, max_net=r.max_net, price_band_bps=r.price_band_bps,
@@ -253,7 +240,7 @@ def risk_settings(config: Config, w: Wiring) -> RiskSettings | None:
         report_every=r.report_every_bars, es_limit=r.es_limit, es_measure=r.es_measure, es_action=r.es_action,
         es_resume=r.es_resume, spread_k=r.lvar_spread_k, impact_coefficient=r.impact_coefficient,
         spread_halflife=r.spread_halflife_bars, limits=limits, stress_limit=r.stress_limit,
-        stress_action=r.stress_action, scenarios=tuple(scenarios),
+        stress_action=r.stress_action, scenarios=configured_scenarios(config),
         commands=scheduled(commands_path(config), config.account.id),
         half_spreads=tuple((v, config.venue(v).half_spread_bps / 1e4) for v in w.venues))
 

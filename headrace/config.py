@@ -369,6 +369,16 @@ def _key(default: Any, help: str) -> Any:
 _SECTION = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
+def _unique_names(key: str, what: str, names: Sequence[str], docs: str) -> None:
+    """Raise `ConfigError` on `key` when a name of its tables is listed twice, naming both places."""
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        if n in seen:
+            raise ConfigError(key, f"{what} name {n!r} is listed twice ({key}[{seen[n]}] and {key}[{i}]): names "
+                                   f"must be unique; see {docs}")
+        seen[n] = i
+
+
 # ---------------------------------------------------------------------------------------------------
 # the sections
 
@@ -738,12 +748,7 @@ class MlConfig(BaseModel):
     def _consistent(self) -> MlConfig:
         def fail(key: str, reason: str) -> ConfigError:
             return ConfigError(f"ml.{key}", f"{reason}; see {ML_DOCS}")
-        seen: dict[str, int] = {}
-        for i, m in enumerate(self.models):
-            if m.name in seen:
-                raise fail("models", f"model name {m.name!r} is listed twice (ml.models[{seen[m.name]}] and "
-                                     f"ml.models[{i}]): names must be unique")
-            seen[m.name] = i
+        _unique_names("ml.models", "model", [m.name for m in self.models], ML_DOCS)
         if self.enabled and not self.models:
             raise fail("models", "ml.enabled is true but no model is listed: list one under [[ml.models]] or set "
                                  "ml.enabled = false")
@@ -864,12 +869,8 @@ class RiskConfig(BaseModel):
     def _consistent(self) -> RiskConfig:
         def fail(key: str, reason: str) -> ConfigError:
             return ConfigError(f"risk.{key}", f"{reason}; see {RISK_DOCS}")
-        seen: dict[str, int] = {}
+        _unique_names("risk.scenarios", "scenario", [sc.name for sc in self.scenarios], RISK_DOCS)
         for i, sc in enumerate(self.scenarios):
-            if sc.name in seen:
-                raise fail("scenarios", f"scenario name {sc.name!r} is listed twice (risk.scenarios[{seen[sc.name]}] "
-                                        f"and risk.scenarios[{i}]): names must be unique")
-            seen[sc.name] = i
             if sc.kind == "historical" and not sc.file:
                 raise fail(f"scenarios[{i}].file", f"historical scenario {sc.name!r} needs a shock file")
             if sc.kind != "historical" and sc.size == 0:

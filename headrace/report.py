@@ -393,11 +393,11 @@ def _risk_counts(db: Queryable, run_id: str) -> dict[str, Any]:
         " AND NOT isNaN(es_historical)) AS es, "
         "(SELECT count() FROM risk_denials FINAL WHERE run_id = {run:String} AND action = 'denied') AS denials, "
         "(SELECT count() FROM risk_scalings FINAL WHERE run_id = {run:String}) AS scalings, "
-        "(SELECT count() FROM trading_states FINAL WHERE run_id = {run:String}) AS changes", {"run": run_id})[0]
-    es = row["es"]
-    n_reports = db.query("SELECT count() AS n FROM risk_reports WHERE run_id = {run:String}", {"run": run_id})
-    return {"risk_state": str(row["state"] or "") if int(n_reports[0]["n"]) else "",
-            "risk_es": float(es) if es is not None and int(n_reports[0]["n"]) and math.isfinite(float(es)) else None,
+        "(SELECT count() FROM trading_states FINAL WHERE run_id = {run:String}) AS changes, "
+        "(SELECT count() FROM risk_reports WHERE run_id = {run:String}) AS reports", {"run": run_id})[0]
+    es, reported = row["es"], int(row["reports"]) > 0
+    return {"risk_state": str(row["state"] or "") if reported else "",
+            "risk_es": float(es) if es is not None and reported and math.isfinite(float(es)) else None,
             "risk_denials": int(row["denials"]), "risk_scalings": int(row["scalings"]),
             "risk_state_changes": int(row["changes"])}
 

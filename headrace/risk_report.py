@@ -105,8 +105,8 @@ def stress_now(db: Queryable, run_id: str, config: Config) -> dict[str, Any] | N
     """Every scenario of `config` on the run's last positions, with betas and volatilities from the run's bars
     (the last ``risk.window_bars`` bar times) and spreads from the venues' configured half spreads; None when
     the run has no positions."""
-    from headrace.stress_data import STRESS_DIR, load_scenario_file
-    from operators.risk.stress import CashBalance, Scenario, StressPosition, stress_pnl
+    from headrace.stress_data import configured_scenarios
+    from operators.risk.stress import CashBalance, StressPosition, stress_pnl
 
     p = {"run": run_id}
     pos = db.query("SELECT instrument, argMax(value_account, ts_event) AS value, max(ts_event) AS ts "
@@ -144,22 +144,7 @@ def stress_now(db: Queryable, run_id: str, config: Config) -> dict[str, Any] | N
         positions.append(StressPosition(key=key, venue=venue, asset=base, quote=quote, value=value,
                                         beta=betas.get(key, 1.0), vol=vols.get(key, 0.0),
                                         half_spread=config.venue(venue).half_spread_bps / 1e4))
-    scenarios = []
-    for sc in config.risk.scenarios:
-        shocks: tuple[tuple[str, float], ...] = ()
-        cur: tuple[tuple[str, float], ...] = ()
-        if sc.kind == "historical":
-            from pathlib import Path
-
-            path = next((q for q in (Path(sc.file), STRESS_DIR / sc.file) if q.is_file()), None)
-            if path is None:
-                from headrace.errors import ConfigError
-
-                raise ConfigError("risk.scenarios", f"no shock file {sc.file!r} for scenario {sc.name!r}")
-            shocks, cur = load_scenario_file(path)
-        scenarios.append(Scenario(name=sc.name, kind=sc.kind, shocks=shocks, currency_shocks=cur, size=sc.size,
-                                  horizon_bars=sc.horizon_bars, venue=sc.venue))
-    results = stress_pnl(positions, cash, equity, scenarios, currency)
+    results = stress_pnl(positions, cash, equity, configured_scenarios(config), currency)
     return {"run_id": run_id, "ts": _ts(eq[0]["ts"]), "equity": equity, "currency": currency,
             "positions": len(positions),
             "stress": [{"scenario": x.scenario, "kind": x.kind, "pnl": _num(x.pnl),

@@ -39,6 +39,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
+from headrace.config import Config
+from headrace.errors import ConfigError
+from operators.risk.stress import Scenario
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 STRESS_DIR = ROOT / "data" / "stress"
@@ -227,6 +231,24 @@ def load_scenario_file(path: Path | str) -> tuple[Shocks, Shocks]:
     if not shocks and not currency:
         raise ValueError(f"{path}: no shocks")
     return tuple(shocks.items()), tuple(currency.items())
+
+
+def configured_scenarios(config: Config) -> tuple[Scenario, ...]:
+    """The scenarios of ``risk.scenarios`` with their shock files loaded (a historical scenario's file is looked
+    up in the working directory, then in the shipped data/stress); raises `ConfigError` naming a missing file."""
+    out = []
+    for i, sc in enumerate(config.risk.scenarios):
+        shocks: Shocks = ()
+        currency: Shocks = ()
+        if sc.kind == "historical":
+            path = next((p for p in (Path(sc.file), STRESS_DIR / sc.file) if p.is_file()), None)
+            if path is None:
+                raise ConfigError(f"risk.scenarios[{i}].file", f"no shock file {sc.file!r} (looked in the working "
+                                                               f"directory and the shipped data/stress)")
+            shocks, currency = load_scenario_file(path)
+        out.append(Scenario(name=sc.name, kind=sc.kind, shocks=shocks, currency_shocks=currency, size=sc.size,
+                            horizon_bars=sc.horizon_bars, venue=sc.venue))
+    return tuple(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
