@@ -350,7 +350,7 @@ class Account:
         out: dict[str, float] = {}
         for k in sorted(set(self._holdings) | {w.order.instrument for w in self._working}):
             mark = self._marks.get(k)
-            rate = self.fx.rate(split_instrument(k)[3], self._marks, self._mark_ts)
+            rate = self.fx.rate(_split(k)[3], self._marks, self._mark_ts)
             if mark is None or rate is None:
                 continue
             out[k] = self._pending(k) * mark * rate
@@ -367,13 +367,13 @@ class Account:
         """The risk engine's verdict on `order`: the order to send (perhaps cut), or None when denied; `exposure`
         moves with every order sent, so that each order is checked against the book the earlier ones leave."""
         k = order.instrument
-        _, _, base, quote = split_instrument(k)
+        _, _, base, quote = _split(k)
         mark = self._marks[k]
         rate = self._rate(quote)
         px = mark * rate
         sign = 1.0 if order.side == "buy" else -1.0
         before = exposure.get(k, 0.0)
-        asset_before = sum(v for i, v in exposure.items() if split_instrument(i)[2] == base)
+        asset_before = sum(v for i, v in exposure.items() if _split(i)[2] == base)
         gross_before = sum(abs(v) for v in exposure.values())
         net_before = sum(exposure.values())
         q = self._quotes.get(k)  # the price the order would trade at: its limit, else the quote it takes
